@@ -1,0 +1,254 @@
+"""``entropy-ae report DIR``: figures, a Table-1 style table and the recommendation, as Markdown and HTML.
+
+The report is a list of blocks (heading, paragraph, table, image) rendered twice, to
+``DIR/report.md`` and ``DIR/report.html``; figures go to ``DIR/figures/`` (or ``figures_dir``).
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from analysis import plots
+from analysis.recommend import DEFAULT_CRITERION, recommend
+from analysis.sweep import atomic_write_json, atomic_write_text, load_results
+
+TABLE1_METRICS = (("auroc", "AUROC"), ("ap", "AP"), ("pixel_ap", "pixel AP"), ("best_dice", "best Dice*"))
+ENTROPY_COLUMNS = (
+    ("h_z", "H(Z) k-NN"),
+    ("h_z_gaussian", "H(Z) Gaussian bound"),
+    ("info_z", "I_sigma(Z)"),
+    ("id_mle_z", "ID(Z) MLE"),
+    ("id_twonn_z", "ID(Z) TwoNN"),
+    ("mi_code_label", "I(Z; label)"),
+    ("h_z_abnormal_excess", "H(Z_abn) - H(Z_norm)"),
+)
+
+
+# ---------------------------------------------------------------------------------------- tables
+
+
+def table1(results: pd.DataFrame, percent: bool = True) -> pd.DataFrame:
+    """The paper's Table 1 for one dataset: ``mean +- std`` over seeds per latent size, best in bold.
+
+    Cells are strings; the best mean of each column is wrapped in ``**`` (Markdown bold).
+    Columns whose metric is missing (no masks: pixel AP, best Dice) are left out.
+    """
+    scale = 100.0 if percent else 1.0
+    sizes = sorted(results["latent_size"].unique())
+    table = pd.DataFrame(index=pd.Index(sizes, name="latent size"))
+    for column, label in TABLE1_METRICS:
+        if column not in results.columns or results[column].isna().all():
+            continue
+        grouped = results.groupby("latent_size")[column]
+        mean, std = grouped.mean() * scale, grouped.std(ddof=1).fillna(0.0) * scale
+        best = mean.idxmax()
+        cells = []
+        for size in sizes:
+            cell = f"{mean[size]:.1f} ± {std[size]:.1f}" if percent else f"{mean[size]:.3f} ± {std[size]:.3f}"
+            cells.append(f"**{cell}**" if size == best else cell)
+        table[label] = cells
+    table["runs"] = results.groupby("latent_size").size().reindex(sizes).values
+    return table
+
+
+def entropy_table(results: pd.DataFrame) -> pd.DataFrame:
+    """Mean over seeds of every entropy measurement per latent size (nats; ID in dimensions)."""
+    present = [(c, label) for c, label in ENTROPY_COLUMNS if c in results.columns]
+    means = results.groupby("latent_size")[[c for c, _ in present]].mean()
+    return means.rename(columns=dict(present)).round(3).rename_axis("latent size")
+
+
+def reference_table(results: pd.DataFrame) -> pd.DataFrame:
+    """The normal images' counterparts of H(X_n) (one row)."""
+    columns = [("id_mle_x", "ID(X_n) MLE"), ("id_twonn_x", "ID(X_n) TwoNN"), ("info_x", "I_sigma(X_n)"),
+               ("sigma", "sigma"), ("n_x", "images")]
+    row = {label: results[c].iloc[0] for c, label in columns if c in results.columns}
+    return pd.DataFrame([row]).round(3)
+
+
+def regret(results: pd.DataFrame, latent_size: int, default: int = 16) -> dict:
+    """AUROC points (x100) lost against the best latent size of the sweep, for a choice and the default.
+
+    This reads test metrics and is for the report only; the recommendation never sees it.
+    """
+    auroc = results.groupby("latent_size")["auroc"].mean() * 100
+    best = int(auroc.idxmax())
+    out = {"oracle_latent_size": best, "oracle_auroc": float(auroc[best]),
+           "recommended_auroc": float(auroc.get(latent_size, np.nan)),
+           "regret_recommended": float(auroc[best] - auroc.get(latent_size, np.nan))}
+    if default in auroc.index:
+        out["default_auroc"] = float(auroc[default])
+        out["regret_default"] = float(auroc[best] - auroc[default])
+    return out
+
+
+# ---------------------------------------------------------------------------------------- blocks
+
+
+def _markdown_table(df: pd.DataFrame) -> str:
+    frame = df.reset_index() if df.index.name else df
+    header = "| " + " | ".join(str(c) for c in frame.columns) + " |"
+    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
+    body = ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join([header, rule, *body])
+
+
+def _fmt(value) -> str:
+    if isinstance(value, (float, np.floating)):
+        return "n/a" if not np.isfinite(value) else f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
+    return str(value)
+
+
+def _html_table(df: pd.DataFrame) -> str:
+    frame = df.reset_index() if df.index.name else df
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
+    rows = []
+    for row in frame.itertuples(index=False):
+        cells = []
+        for v in row:
+            text = html.escape(_fmt(v))
+            if text.startswith("**") and text.endswith("**"):
+                text = f"<b>{text[2:-2]}</b>"
+            cells.append(f"<td>{text}</td>")
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def render_markdown(blocks) -> str:
+    parts = []
+    for kind, payload in blocks:
+        if kind == "h1":
+            parts.append(f"# {payload}")
+        elif kind == "h2":
+            parts.append(f"## {payload}")
+        elif kind == "p":
+            parts.append(payload)
+        elif kind == "table":
+            parts.append(_markdown_table(payload))
+        elif kind == "image":
+            parts.append(f"![{payload[1]}]({payload[0]})")
+    return "\n\n".join(parts) + "\n"
+
+
+def render_html(blocks, title: str) -> str:
+    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+             "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}"
+             "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}img{max-width:100%}</style></head><body>"]
+    for kind, payload in blocks:
+        if kind in ("h1", "h2"):
+            parts.append(f"<{kind}>{html.escape(payload)}</{kind}>")
+        elif kind == "p":
+            text = html.escape(payload).replace("`", "")
+            parts.append(f"<p>{text}</p>")
+        elif kind == "table":
+            parts.append(_html_table(payload))
+        elif kind == "image":
+            parts.append(f"<figure><img src='{html.escape(payload[0])}' alt='{html.escape(payload[1])}'>"
+                         f"<figcaption>{html.escape(payload[1])}</figcaption></figure>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+# ---------------------------------------------------------------------------------------- figures
+
+
+def save_figures(results: pd.DataFrame, figures_dir, paper_reference: bool = True, prefix: str = "") -> dict:
+    """Draw every plot of :mod:`analysis.plots` that the table supports; returns {name: path}."""
+    figures_dir = Path(figures_dir)
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    saved = {}
+    for name, fn in plots.ALL_PLOTS.items():
+        try:
+            fig = fn(results, paper_reference=paper_reference) if name == "rec_error_vs_latent_size" else fn(results)
+        except ValueError:  # a column this sweep does not have (e.g. no label information)
+            continue
+        path = figures_dir / f"{prefix}{name}.png"
+        tmp = path.with_name(f".{path.name}.tmp.png")
+        fig.savefig(tmp, dpi=110)
+        os.replace(tmp, path)
+        saved[name] = path
+    return saved
+
+
+# ---------------------------------------------------------------------------------------- report
+
+
+def _dataset_blocks(name: str, results: pd.DataFrame, figures: dict, base: Path, criterion: str) -> tuple[list, dict]:
+    blocks = [("h2", f"Dataset {name}")]
+    epochs = sorted(results["epochs"].dropna().unique()) if "epochs" in results.columns else []
+    blocks.append(("p", f"{len(results)} runs: latent sizes {sorted(int(v) for v in results['latent_size'].unique())}, "
+                        f"seeds {sorted(int(v) for v in results['seed'].unique())}, epochs {[int(e) for e in epochs]}."))
+    blocks.append(("p", "Table 1 (as in the paper): mean ± std over seeds, in percent; best mean in bold. "
+                        "*Best Dice is an oracle upper bound (best over quantile thresholds)."))
+    blocks.append(("table", table1(results)))
+    for key, caption in (("performance_vs_latent_size", "Detection metrics vs latent size"),
+                         ("rec_error_vs_latent_size", "Reconstruction error vs latent size (paper's Fig. 3 beside)"),
+                         ("entropy_vs_latent_size", "H(Z) and its comparable counterparts vs latent size"),
+                         ("entropy_vs_auroc", "Entropy vs AUROC, one point per run"),
+                         ("label_information_vs_latent_size", "What the code knows about lesions")):
+        if key in figures:
+            blocks.append(("image", (os.path.relpath(figures[key], base), caption)))
+    blocks.append(("p", "Entropy measurements of the normal training codes (mean over seeds; nats, ID in "
+                        "dimensions). Raw H(Z) is not comparable with H(X_n); I_sigma and ID are (see README)."))
+    blocks.append(("table", entropy_table(results)))
+    blocks.append(("p", "Normal-image reference (the comparable counterparts of H(X_n)):"))
+    blocks.append(("table", reference_table(results)))
+    rec = recommend(results, criterion)
+    ev = rec["evidence"]
+    reg = regret(results, rec["latent_size"])
+    blocks.append(("h2", f"Recommendation for {name}: latent size {rec['latent_size']}"))
+    blocks.append(("p", f"Criterion `{rec['criterion']}`: {ev['rule']}. Uses {ev['uses']}. "
+                        f"Other criteria would choose: "
+                        + ", ".join(f"{k} -> {v}" for k, v in ev["other_criteria"].items()) + "."))
+    text = (f"For context only (test labels, never used by the recommendation): best AUROC "
+            f"{reg['oracle_auroc']:.1f} at latent size {reg['oracle_latent_size']}; the recommendation gets "
+            f"{reg['recommended_auroc']:.1f} (regret {reg['regret_recommended']:.1f} points)")
+    if "regret_default" in reg:
+        text += f"; the default d=16 gets {reg['default_auroc']:.1f} (regret {reg['regret_default']:.1f} points)"
+    blocks.append(("p", text + "."))
+    rec["evidence"]["regret_for_context"] = reg
+    return blocks, rec
+
+
+def write_report(out, figures_dir=None, paper_reference: bool = True, criterion: str = DEFAULT_CRITERION,
+                 copy_figures_to=None) -> dict:
+    """Write ``out/report.md``, ``out/report.html`` and ``out/figures/*.png`` from ``out/results.csv``.
+
+    Also writes ``out/recommendation.json`` (same as ``entropy-ae recommend``). With
+    ``copy_figures_to`` the figures are copied there too (e.g. the repository's ``figures/``).
+
+    Returns ``{"markdown", "html", "figures": {name: path}, "recommendation"}``.
+    """
+    out = Path(out)
+    results = load_results(out)
+    if results.empty:
+        raise ValueError(f"{out / 'results.csv'} has no completed runs; run the sweep first")
+    figures_dir = Path(figures_dir) if figures_dir is not None else out / "figures"
+    blocks = [("h1", "Latent-size study")]
+    all_figures, recommendations = {}, {}
+    datasets = sorted(results["dataset"].unique())
+    for name in datasets:
+        group = results[results["dataset"] == name]
+        prefix = "" if len(datasets) == 1 else f"{name}_"
+        figures = save_figures(group, figures_dir, paper_reference, prefix)
+        all_figures.update({prefix + k: v for k, v in figures.items()})
+        dataset_blocks, rec = _dataset_blocks(name, group, figures, out, criterion)
+        blocks += dataset_blocks
+        recommendations[name] = rec
+    payload = next(iter(recommendations.values())) if len(recommendations) == 1 else recommendations
+    atomic_write_json(out / "recommendation.json", payload)
+    atomic_write_text(out / "report.md", render_markdown(blocks))
+    atomic_write_text(out / "report.html", render_html(blocks, "Latent-size study"))
+    if copy_figures_to is not None:
+        target = Path(copy_figures_to)
+        target.mkdir(parents=True, exist_ok=True)
+        for path in all_figures.values():
+            shutil.copyfile(path, target / Path(path).name)
+    return {"markdown": out / "report.md", "html": out / "report.html", "figures": all_figures,
+            "recommendation": payload}

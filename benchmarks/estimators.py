@@ -1,0 +1,130 @@
+"""Bias and run time of entropy_ae.estimators against npeet-plus (NPEET's code), in one run.
+
+Usage (from the repository root):
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/estimators.py            # goal cases, a few minutes
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/estimators.py --full     # + more seeds and N=1e5 at d>=16
+    .venv/bin/python benchmarks/estimators.py --seeds 1 --skip-npeet       # ours only, quickest
+
+Truths: Gaussian entropy 0.5 d log(2 pi e); correlated Gaussians X ~ N(0, I_d),
+Y = rho X + sqrt(1 - rho^2) E with I = 1 nat spread over d pairs; multivariate
+Student-t (nu = 2, identity scale) with the closed-form MI. Times are wall
+seconds of one call, both libraries on the same data on the same machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import platform
+import time
+import warnings
+
+import numpy as np
+import torch
+from scipy.special import digamma, gammaln
+
+from entropy_ae.estimators import entropy, mutual_information
+
+
+def gaussian_pair(n, d, mi, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, d))
+    rho = math.sqrt(1 - math.exp(-2 * mi / d))
+    return x, rho * x + math.sqrt(1 - rho**2) * rng.standard_normal((n, d))
+
+
+def t_entropy(p, nu):
+    return (p / 2 * math.log(nu * math.pi) + gammaln(nu / 2) - gammaln((nu + p) / 2)
+            + (nu + p) / 2 * (digamma((nu + p) / 2) - digamma(nu / 2)))
+
+
+def t_pair(n, d, nu, seed):
+    rng = np.random.default_rng(seed)
+    scale = np.sqrt(nu / rng.chisquare(nu, n))[:, None]
+    return scale * rng.standard_normal((n, d)), scale * rng.standard_normal((n, d))
+
+
+def timed(fn):
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        value = fn()
+    return value, time.perf_counter() - start
+
+
+def cases(full):
+    seeds_extra = 2 if full else 0
+    yield "entropy Gaussian", 4, 10_000, 10 + seeds_extra, "H"
+    yield "entropy Gaussian", 16, 10_000, 1 + seeds_extra, "H"
+    yield "entropy Gaussian", 64, 10_000, 1, "H"
+    yield "entropy Gaussian", 4, 100_000, 1, "H"
+    yield "entropy Gaussian", 16, 100_000, 1, "H"
+    yield "MI Gaussian I=1", 4, 10_000, 3 + seeds_extra, "G"
+    yield "MI Student-t nu=2", 4, 10_000, 3 + seeds_extra, "T"
+    yield "MI Gaussian I=1", 16, 10_000, 1 + seeds_extra, "G"
+    yield "MI Gaussian I=1", 64, 10_000, 1, "G"
+    yield "MI Gaussian I=1", 4, 100_000, 1, "G"
+    if full:
+        yield "MI Gaussian I=1", 16, 100_000, 1, "G"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--full", action="store_true", help="more seeds and N=1e5 MI at d=16")
+    parser.add_argument("--seeds", type=int, default=None, help="override the number of seeds per case")
+    parser.add_argument("--only", default=None, help="run only cases whose label contains this, e.g. 'MI' or 'N=1e+05'")
+    parser.add_argument("--skip-npeet", action="store_true", help="time only entropy_ae")
+    parser.add_argument("--npeet-max-n-d", type=float, default=4e5,
+                        help="skip npeet where n*d exceeds this (it does not finish in 40 s there)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(int(__import__("os").environ.get("OMP_NUM_THREADS", "2")))
+    import npeet_plus
+
+    print(f"# {platform.node()} {platform.processor()} torch threads={torch.get_num_threads()} "
+          f"torch {torch.__version__} numpy {np.__version__}; k=3, nats")
+    print("| case | d | N | truth | ours bias (classic) | ours bias (default) | npeet bias | ours time s "
+          "(classic / default) | npeet time s |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, d, n, seeds, kind in cases(args.full):
+        if args.only and args.only not in f"{name} d={d} N={n:.0e}":
+            continue
+        seeds = args.seeds or seeds
+        rows = {"classic": [], "default": [], "npeet": []}
+        times = {"classic": [], "default": [], "npeet": []}
+        for seed in range(seeds):
+            if kind == "H":
+                x = np.random.default_rng(seed).standard_normal((n, d))
+                truth = 0.5 * d * math.log(2 * math.pi * math.e)
+                ours = {"default": lambda: entropy(x)}
+                npeet = lambda: npeet_plus.entropy(x, k=3, base=math.e)  # noqa: E731
+                work = n * d
+            else:
+                x, y = gaussian_pair(n, d, 1.0, seed) if kind == "G" else t_pair(n, d, 2, seed)
+                truth = 1.0 if kind == "G" else 2 * t_entropy(d, 2) - t_entropy(2 * d, 2)
+                ours = {"classic": lambda: mutual_information(x, y, correction=None),
+                        "default": lambda: mutual_information(x, y)}
+                npeet = lambda: npeet_plus.mi(x, y, k=3, base=math.e)  # noqa: E731
+                work = n * 2 * d
+            for key, fn in ours.items():
+                value, sec = timed(fn)
+                rows[key].append(value - truth)
+                times[key].append(sec)
+            if not args.skip_npeet and work <= args.npeet_max_n_d * (2 if kind == "H" else 2):
+                value, sec = timed(npeet)
+                rows["npeet"].append(value - truth)
+                times["npeet"].append(sec)
+
+        def fmt(key, what):
+            vals = (rows if what == "bias" else times)[key]
+            if not vals:
+                return "-"
+            return f"{np.mean(vals):+.3f}" if what == "bias" else f"{np.mean(vals):.2f}"
+
+        print(f"| {name} ({seeds} seed{'s' if seeds > 1 else ''}) | {d}{' vs ' + str(d) if kind != 'H' else ''} "
+              f"| {n:.0e} | {truth:.3f} | {fmt('classic', 'bias')} | {fmt('default', 'bias')} "
+              f"| {fmt('npeet', 'bias')} | {fmt('classic', 'time')} / {fmt('default', 'time')} "
+              f"| {fmt('npeet', 'time')} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

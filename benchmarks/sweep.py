@@ -1,0 +1,296 @@
+"""Latent-size sweep speed: batched training (entropy_ae.batched) against one model at a time.
+
+Three parts, all in one run (ratios are only compared within a run):
+
+* CPU (default): ``--latent-sizes`` x ``--seeds`` (4 x 2) trained with
+  ``train_models_batched`` and one by one with this toolkit's own
+  ``train_model``, alternating, same process; prints both wall times, the
+  ratio, and whether every batched model is bit-identical to its one-by-one
+  twin.
+* ``--gpu``: the full Table-1 sweep (8 latent sizes x 3 seeds x 250 epochs,
+  4000 images of 64x64, batch 64) batched, against the paper-style loop
+  (DataLoader + per-item PIL transform, ``benchmarks/training.py``) run for
+  every model. The paper-style loop is timed for ``--paper-epochs`` epochs per
+  model and scaled linearly to the full epoch count (printed as such). Prints
+  both times, the ratio, the device and the mean GPU utilisation sampled
+  during the batched sweep.
+* Always: FLOPs per image per training step of each model (counted with
+  ``torch.utils.flop_counter.FlopCounterMode``: convolutions and matrix
+  products, forward + backward), times the image-steps of the sweep, against
+  the device peaks in ``--peak-tflops``: the time the sweep would take at 100%
+  of peak, i.e. the hardware limit.
+
+Usage::
+
+    .venv/bin/python benchmarks/sweep.py --threads 2          # CPU, ~1-5 min on a busy 2-core machine
+    .venv/bin/python benchmarks/sweep.py --gpu                # needs CUDA
+    .venv/bin/python benchmarks/sweep.py --flops-only         # the hardware-limit table only
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib.util
+import shutil
+import statistics
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+from entropy_ae.batched import BatchedOptions, estimate_group_bytes, train_models_batched
+from entropy_ae.data import load_data
+from entropy_ae.model import Autoencoder
+from entropy_ae.reproducibility import environment_info, resolve_device
+from entropy_ae.training import TrainConfig, train_model
+
+TABLE1_LATENT_SIZES = (1, 2, 4, 8, 16, 32, 64, 128)
+# Dense peaks of one H100 SXM (NVIDIA data sheet): FP32 (CUDA cores), TF32 and BF16 tensor cores.
+DEFAULT_PEAKS = "h100-fp32=67,h100-tf32=494,h100-bf16=989"
+
+
+def _ints(text: str) -> list[int]:
+    return [int(v) for v in text.split(",") if v.strip()]
+
+
+def _paper_style_training():
+    """``paper_style_training`` from benchmarks/training.py (one reference loop, not a copy)."""
+    path = Path(__file__).with_name("training.py")
+    spec = importlib.util.spec_from_file_location("_benchmarks_training", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.paper_style_training
+
+
+# ----------------------------------------------------------------------------------------- FLOPs
+
+
+def flops_per_image_step(latent_size: int, image_size: int) -> float:
+    """FLOPs of one image in one training step (forward + backward; Adam and BatchNorm not counted)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = Autoencoder(latent_size, image_size).train()
+    x = torch.zeros(2, 1, image_size, image_size)
+    with FlopCounterMode(display=False) as counter:
+        x_hat, _ = model(x)
+        torch.nn.functional.mse_loss(x_hat, x).backward()
+    return counter.get_total_flops() / 2
+
+
+def images_per_epoch(n: int, batch_size: int) -> int:
+    return n - (1 if n % batch_size == 1 else 0)  # the reference loop skips a final batch of one
+
+
+def hardware_limit(latent_sizes, n_seeds, epochs, n_images, image_size, batch_size, peaks) -> float:
+    image_steps = images_per_epoch(n_images, batch_size) * epochs
+    flops = {d: flops_per_image_step(d, image_size) for d in latent_sizes}
+    total = sum(flops[d] for d in latent_sizes) * n_seeds * image_steps
+    print(f"FLOPs per image per training step (fwd+bwd, {image_size}x{image_size}): "
+          + ", ".join(f"d={d}: {flops[d] / 1e6:.1f} M" for d in latent_sizes))
+    print(f"sweep: {len(latent_sizes)} latent sizes x {n_seeds} seeds x {epochs} epochs x {image_steps // epochs} "
+          f"images = {len(latent_sizes) * n_seeds * image_steps:.3g} image-steps, {total / 1e12:.2f} TFLOP")
+    for name, tflops in peaks.items():
+        print(f"  at 100% of {name} peak ({tflops:g} TFLOP/s): {total / (tflops * 1e12):.3f} s")
+    return total
+
+
+# ------------------------------------------------------------------------------------------- CPU
+
+
+def _same(a, b) -> bool:
+    (ma, ha), (mb, hb) = a, b
+    sa, sb = ma.state_dict(), mb.state_dict()
+    return ha == hb and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def cpu_benchmark(args) -> None:
+    data = load_data(args.data, image_size=args.image_size)
+    configs = [TrainConfig(latent_size=d, seed=s, epochs=args.epochs, batch_size=args.batch_size, device="cpu")
+               for d in _ints(args.latent_sizes) for s in _ints(args.seeds)]
+    print(f"data {data.name}: {len(data.train)} train images {data.image_size}x{data.image_size}; "
+          f"{len(configs)} models (latent sizes {args.latent_sizes} x seeds {args.seeds}), "
+          f"{args.epochs} epochs, batch {args.batch_size}, {torch.get_num_threads()} thread(s)")
+    # Untimed warm-up of both paths with the timed shapes, one step each (allocator, oneDNN
+    # primitives are created per shape: the first step of a new shape is slow).
+    one_step = dataclasses.replace(data, train=data.train[: args.batch_size])
+    warm = [dataclasses.replace(c, epochs=1) for c in configs]
+    train_models_batched(one_step, warm, progress=False)
+    for c in warm:
+        train_model(one_step, c, progress=False)
+
+    times = {"batched": [], "one-by-one": []}
+    results = {}
+    for r in range(args.repeats):
+        order = ("batched", "one-by-one") if r % 2 == 0 else ("one-by-one", "batched")
+        for name in order:
+            start = time.perf_counter()
+            if name == "batched":
+                results[name] = train_models_batched(data, configs, progress=False)
+            else:
+                results[name] = [train_model(data, c, progress=False) for c in configs]
+            times[name].append(time.perf_counter() - start)
+            print(f"  {name:10s} {times[name][-1]:8.1f} s")
+    identical = all(_same(a, b) for a, b in zip(results["batched"], results["one-by-one"]))
+    for label, pick in (("median", statistics.median), ("min", min)):
+        t_b, t_o = pick(times["batched"]), pick(times["one-by-one"])
+        print(f"{label:6s}: one-by-one (train_model x {len(configs)}) {t_o:.1f} s, batched {t_b:.1f} s, "
+              f"speed-up {t_o / t_b:.2f}x")
+    print(f"every batched model bit-identical to its one-by-one twin: {identical}")
+    n = len(data.train)
+    hardware_limit(_ints(args.latent_sizes), len(_ints(args.seeds)), args.epochs, n, args.image_size,
+                   args.batch_size, _peaks(args.peak_tflops))
+
+
+# ------------------------------------------------------------------------------------------- GPU
+
+
+class _UtilisationSampler:
+    """Mean GPU utilisation (%) from ``nvidia-smi`` (or ``torch.cuda.utilization``) sampled in a thread."""
+
+    def __init__(self, device: torch.device, interval: float = 0.5):
+        self.device, self.interval, self.samples = device, interval, []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> float | None:
+        index = self.device.index or 0
+        try:
+            return float(torch.cuda.utilization(index))
+        except Exception:  # needs pynvml; fall back to nvidia-smi
+            pass
+        if shutil.which("nvidia-smi") is None:
+            return None
+        out = subprocess.run(["nvidia-smi", "-i", str(index), "--query-gpu=utilization.gpu",
+                              "--format=csv,noheader,nounits"], capture_output=True, text=True, timeout=10)
+        try:
+            return float(out.stdout.strip().splitlines()[0])
+        except (ValueError, IndexError):
+            return None
+
+    def _run(self):
+        while not self._stop.wait(self.interval):
+            value = self._sample()
+            if value is not None:
+                self.samples.append(value)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def mean(self) -> float | None:
+        return statistics.mean(self.samples) if self.samples else None
+
+
+def gpu_benchmark(args) -> None:
+    if not torch.cuda.is_available():
+        raise SystemExit("--gpu needs a CUDA device; none is available here")
+    device = resolve_device(args.device if args.device != "cpu" else "cuda")
+    data = load_data(args.data, image_size=args.image_size)
+    latent_sizes, seeds = _ints(args.latent_sizes), _ints(args.seeds)
+    configs = [TrainConfig(latent_size=d, seed=s, epochs=args.epochs, batch_size=args.batch_size, device=str(device))
+               for d in latent_sizes for s in seeds]
+    options = BatchedOptions(autocast_bf16=args.bf16, compile=args.compile, cuda_graphs=args.cuda_graphs,
+                             channels_last=args.channels_last)
+    env = environment_info(device)
+    print(f"device {env['device']} ({env['device_name']}), torch {env['versions']['torch']}")
+    print(f"data {data.name}: {len(data.train)} train images {data.image_size}x{data.image_size}; {len(configs)} "
+          f"models, {args.epochs} epochs, batch {args.batch_size}; options {options}")
+    per_model = estimate_group_bytes(1, args.batch_size, args.image_size, max(latent_sizes))
+    print(f"estimated memory per model {per_model / 2**20:.0f} MiB; all {len(configs)}: "
+          f"{len(configs) * per_model / 2**30:.2f} GiB")
+
+    warm = [TrainConfig(latent_size=d, seed=0, epochs=1, batch_size=args.batch_size, device=str(device))
+            for d in latent_sizes[:2]]
+    train_models_batched(data, warm, progress=False, options=options)
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    with _UtilisationSampler(device) as util:
+        start = time.perf_counter()
+        train_models_batched(data, configs, max_models_per_group=args.max_models_per_group, progress=False,
+                             options=options)
+        torch.cuda.synchronize(device)
+        t_batched = time.perf_counter() - start
+    peak_mem = torch.cuda.max_memory_allocated(device)
+    print(f"batched sweep: {t_batched:.1f} s, mean GPU utilisation "
+          f"{'n/a' if util.mean is None else f'{util.mean:.0f}%'}, peak memory {peak_mem / 2**30:.2f} GiB")
+
+    paper_style_training = _paper_style_training()
+    paper_configs = configs[: args.paper_runs] if args.paper_runs else configs
+    with _UtilisationSampler(device) as util_paper:
+        start = time.perf_counter()
+        for c in paper_configs:
+            short = TrainConfig(latent_size=c.latent_size, seed=c.seed, epochs=args.paper_epochs,
+                                batch_size=c.batch_size, device=c.device)
+            paper_style_training(data.train, short, args.num_workers)
+        torch.cuda.synchronize(device)
+        t_measured = time.perf_counter() - start
+    t_paper = t_measured * (len(configs) / len(paper_configs)) * (args.epochs / args.paper_epochs)
+    print(f"paper-style loop: {t_measured:.1f} s measured for {len(paper_configs)} model(s) x {args.paper_epochs} "
+          f"epoch(s) (GPU utilisation {'n/a' if util_paper.mean is None else f'{util_paper.mean:.0f}%'}); "
+          f"scaled to {len(configs)} x {args.epochs} epochs: {t_paper:.1f} s")
+    print(f"speed-up batched vs paper-style: {t_paper / t_batched:.1f}x")
+    total = hardware_limit(latent_sizes, len(seeds), args.epochs, len(data.train), args.image_size,
+                           args.batch_size, _peaks(args.peak_tflops))
+    print(f"achieved: {total / t_batched / 1e12:.2f} TFLOP/s")
+
+
+def _peaks(text: str) -> dict[str, float]:
+    out = {}
+    for item in text.split(","):
+        name, _, value = item.partition("=")
+        out[name.strip()] = float(value)
+    return out
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--gpu", action="store_true", help="the full Table-1 sweep on CUDA vs the paper-style loop")
+    parser.add_argument("--flops-only", action="store_true", help="print the FLOPs / hardware-limit table only")
+    parser.add_argument("--data", default=None,
+                        help="data spec (default: CPU 'synthetic[n_train=192]', GPU 'synthetic[n_train=4000]')")
+    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--latent-sizes", default=None, help="default: CPU 2,8,32,128; GPU 1,2,4,...,128")
+    parser.add_argument("--seeds", default=None, help="default: CPU 0,1; GPU 0,1,2")
+    parser.add_argument("--epochs", type=int, default=None, help="default: CPU 2, GPU 250")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="CPU: alternating repeats; median and min reported (min resists load from others)")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    parser.add_argument("--device", default="cuda", help="GPU mode: cuda or cuda:<i>")
+    parser.add_argument("--max-models-per-group", type=int, default=None, help="GPU mode: default automatic")
+    parser.add_argument("--paper-epochs", type=int, default=5, help="GPU: epochs timed per paper-style run")
+    parser.add_argument("--paper-runs", type=int, default=3, help="GPU: paper-style runs timed (0 = all)")
+    parser.add_argument("--num-workers", type=int, default=0, help="GPU: DataLoader workers of the paper-style loop")
+    parser.add_argument("--bf16", action="store_true", help="GPU: bf16 autocast")
+    parser.add_argument("--compile", action="store_true", help="GPU: torch.compile")
+    parser.add_argument("--cuda-graphs", action="store_true", help="GPU: torch.compile(mode='reduce-overhead')")
+    parser.add_argument("--channels-last", action="store_true", help="GPU: channels-last memory format")
+    parser.add_argument("--peak-tflops", default=DEFAULT_PEAKS, help=f"name=TFLOP/s,... (default {DEFAULT_PEAKS})")
+    args = parser.parse_args(argv)
+
+    gpu = args.gpu
+    args.data = args.data or ("synthetic[n_train=4000]" if gpu else "synthetic[n_train=192]")
+    args.latent_sizes = args.latent_sizes or (",".join(map(str, TABLE1_LATENT_SIZES)) if gpu else "2,8,32,128")
+    args.seeds = args.seeds or ("0,1,2" if gpu else "0,1")
+    args.epochs = args.epochs or (250 if gpu else 2)
+    torch.set_num_threads(args.threads)
+    if args.flops_only:
+        n = 4000 if gpu else int(load_data(args.data, image_size=args.image_size).train.shape[0])
+        hardware_limit(_ints(args.latent_sizes), len(_ints(args.seeds)), args.epochs, n, args.image_size,
+                       args.batch_size, _peaks(args.peak_tflops))
+    elif gpu:
+        gpu_benchmark(args)
+    else:
+        cpu_benchmark(args)
+
+
+if __name__ == "__main__":
+    main()

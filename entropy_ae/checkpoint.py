@@ -1,0 +1,398 @@
+"""Run directories: train + evaluate + save, and safe loading.
+
+A run directory holds
+
+``weights.safetensors``
+    The model's state dict (parameters and BatchNorm buffers), safetensors
+    format: loading it can never execute code, unlike a pickle.
+``config.json``
+    ``{"format_version": 1, "model": {"latent_size", "image_size"}, "train":
+    {epochs, batch_size, lr, seed, device}, "data": <AnomalyData.spec>,
+    "parameter_count", "environment": versions and device, "created": ISO time}``
+    -- everything needed to rebuild the model and the data.
+``metrics.json``
+    :func:`entropy_ae.evaluation.evaluate_model`'s output plus ``dataset``,
+    ``latent_size``, ``seed``, ``epochs``, ``train_seconds``, ``final_loss``.
+    Written last: its presence means the run is complete.
+``loss_history.csv``
+    ``epoch,loss`` -- the mean training MSE of each epoch.
+
+Saving is atomic: files are written into a temporary sibling directory that is
+then renamed onto ``run_dir``, so an interrupted run never looks complete.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .data import AnomalyData, DataError, load_data
+from .evaluation import encode_images, evaluate_model
+from .model import Autoencoder, count_parameters
+from .reproducibility import environment_info, resolve_device
+from .training import TrainConfig, train_model
+
+FORMAT_VERSION = 1
+WEIGHTS = "weights.safetensors"
+CONFIG = "config.json"
+METRICS = "metrics.json"
+LOSS_HISTORY = "loss_history.csv"
+LATENT_SPLITS = ("train_normal", "val_normal", "test_normal", "test_abnormal")
+
+
+class CheckpointError(ValueError):
+    """A run directory is missing, incomplete, corrupt or inconsistent; the message names the file."""
+
+
+# ----------------------------------------------------------------------------------------------- saving
+
+def is_complete(run_dir: str | os.PathLike) -> bool:
+    """True when ``run_dir`` holds a finished run (its ``metrics.json`` exists)."""
+    return (Path(run_dir) / METRICS).is_file()
+
+
+def _check_not_complete(run_dir: Path, overwrite: bool) -> None:
+    if is_complete(run_dir) and not overwrite:
+        raise FileExistsError(
+            f"{run_dir} already holds a completed run ({METRICS} exists); choose another directory, "
+            f"delete it, or pass overwrite=True (--overwrite on the command line)"
+        )
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _write_json(path: Path, obj) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2, sort_keys=False)
+        f.write("\n")
+
+
+def _finite_or_none(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
+
+
+def build_config(model: Autoencoder, config: TrainConfig, data: AnomalyData, extra: dict | None = None) -> dict:
+    """The ``config.json`` content for a model trained with ``config`` on ``data``."""
+    train = config.to_dict()
+    del train["latent_size"]  # lives under "model", once
+    out = {
+        "format_version": FORMAT_VERSION,
+        "model": {"latent_size": model.latent_size, "image_size": model.image_size},
+        "train": train,
+        "data": data.spec,
+        "parameter_count": count_parameters(model),
+        "environment": environment_info(next(model.parameters()).device),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    if extra is not None:
+        out["extra"] = extra
+    return out
+
+
+def save_run(
+    run_dir: str | os.PathLike,
+    model: Autoencoder,
+    config: TrainConfig,
+    data: AnomalyData,
+    metrics: dict,
+    loss_history: list[float],
+    extra: dict | None = None,
+    *,
+    train_seconds: float | None = None,
+    overwrite: bool = False,
+) -> dict:
+    """Write a run directory atomically and return the metrics as saved.
+
+    ``dataset``, ``latent_size``, ``seed``, ``epochs``, ``final_loss`` and
+    ``train_seconds`` (from the argument, else from ``metrics``) are added to
+    ``metrics``. Files go into a temporary sibling directory first; when
+    ``run_dir`` does not exist yet that directory is renamed onto it in one
+    step. When ``run_dir`` exists but is not complete (e.g. it holds a log), the
+    files are moved in one by one with ``metrics.json`` last, so the completion
+    marker still appears only once everything else is in place.
+
+    Raises
+    ------
+    FileExistsError
+        ``run_dir`` already holds a complete run and ``overwrite`` is false.
+    """
+    run_dir = Path(run_dir)
+    _check_not_complete(run_dir, overwrite)
+    if model.latent_size != config.latent_size:
+        raise ValueError(f"model has latent_size={model.latent_size} but config says {config.latent_size}")
+    if model.image_size != data.image_size:
+        raise ValueError(f"model takes {model.image_size}x{model.image_size} images but data {data.name!r} has "
+                         f"{data.image_size}x{data.image_size}")
+    saved_metrics = dict(metrics)
+    saved_metrics.update(
+        dataset=data.name,
+        latent_size=config.latent_size,
+        seed=config.seed,
+        epochs=config.epochs,
+        train_seconds=train_seconds if train_seconds is not None else metrics.get("train_seconds"),
+        final_loss=_finite_or_none(float(loss_history[-1])) if len(loss_history) else None,
+    )
+    config_json = build_config(model, config, data, extra)
+    # Serialise before touching the disk, so a non-JSON value fails without leaving debris.
+    json.dumps(config_json)
+    json.dumps(saved_metrics)
+
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    # Hidden name: globs such as seed=* used by sweeps never see a half-written run.
+    tmp = Path(tempfile.mkdtemp(prefix=f".{run_dir.name}.tmp-", dir=run_dir.parent))
+    try:
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private (0700); a run dir is ordinary
+        state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+        save_file(state, str(tmp / WEIGHTS), metadata={"format": "entropy-ae", "format_version": str(FORMAT_VERSION)})
+        os.chmod(tmp / WEIGHTS, 0o666 & ~_umask())  # safetensors writes it owner-only
+        _write_json(tmp / CONFIG, config_json)
+        with open(tmp / LOSS_HISTORY, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["epoch", "loss"])
+            writer.writerows((i + 1, repr(float(v))) for i, v in enumerate(loss_history))
+        _write_json(tmp / METRICS, saved_metrics)
+        if overwrite and is_complete(run_dir):
+            os.remove(run_dir / METRICS)  # mark incomplete before replacing anything
+        if not run_dir.exists():
+            try:
+                os.replace(tmp, run_dir)
+                return saved_metrics
+            except OSError:
+                if not run_dir.is_dir():  # something else went wrong than a racing creator
+                    raise
+        run_dir.mkdir(exist_ok=True)
+        _check_not_complete(run_dir, overwrite=False)  # a concurrent writer may have finished it
+        for name in (WEIGHTS, CONFIG, LOSS_HISTORY, METRICS):
+            os.replace(tmp / name, run_dir / name)
+        return saved_metrics
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run_training(
+    data: AnomalyData,
+    config: TrainConfig,
+    run_dir: str | os.PathLike,
+    progress: bool | None = None,
+    *,
+    target_fpr: float = 0.05,
+    extra: dict | None = None,
+    overwrite: bool = False,
+) -> dict:
+    """Train, evaluate and save one run; the one entry point sweeps call.
+
+    Refuses (before training) a ``run_dir`` that already holds a complete run,
+    unless ``overwrite``. Returns the metrics written to ``metrics.json``.
+    """
+    run_dir = Path(run_dir)
+    _check_not_complete(run_dir, overwrite)
+    start = time.perf_counter()
+    model, history = train_model(data, config, progress=progress)
+    train_seconds = time.perf_counter() - start
+    metrics = evaluate_model(model, data, target_fpr=target_fpr)
+    return save_run(
+        run_dir, model, config, data, metrics, history, extra, train_seconds=train_seconds, overwrite=overwrite
+    )
+
+
+# ---------------------------------------------------------------------------------------------- loading
+
+def _read_json(path: Path) -> dict:
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing; is {path.parent} a run directory written by entropy-ae?")
+    try:
+        with open(path, encoding="utf-8") as f:
+            obj = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path} is not valid JSON ({err})") from err
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path} should hold a JSON object, found {type(obj).__name__}")
+    return obj
+
+
+def _run_path(run_dir: str | os.PathLike) -> Path:
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CheckpointError(f"run directory {run_dir} does not exist or is not a directory")
+    return run_dir
+
+
+def load_config(run_dir: str | os.PathLike) -> dict:
+    """Read and check a run's ``config.json``."""
+    path = _run_path(run_dir) / CONFIG
+    config = _read_json(path)
+    version = config.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} has format_version {version!r}; this entropy-ae reads format_version {FORMAT_VERSION}"
+        )
+    model = config.get("model")
+    if not isinstance(model, dict) or "latent_size" not in model or "image_size" not in model:
+        raise CheckpointError(f"{path} lacks the 'model' section with 'latent_size' and 'image_size'")
+    return config
+
+
+def load_metrics(run_dir: str | os.PathLike) -> dict:
+    """Read a complete run's ``metrics.json``."""
+    path = _run_path(run_dir) / METRICS
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing: the run in {path.parent} is not complete")
+    return _read_json(path)
+
+
+def load_loss_history(run_dir: str | os.PathLike) -> list[float]:
+    """Read a run's ``loss_history.csv`` as a list of per-epoch losses."""
+    path = _run_path(run_dir) / LOSS_HISTORY
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing")
+    with open(path, newline="", encoding="utf-8") as f:
+        return [float(row["loss"]) for row in csv.DictReader(f)]
+
+
+def _describe_mismatch(expected: dict, found: dict, weights: Path, config_path: Path, model: Autoencoder) -> str | None:
+    missing = sorted(set(expected) - set(found))
+    extra = sorted(set(found) - set(expected))
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"missing tensors {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+        if extra:
+            parts.append(f"unexpected tensors {extra[:5]}{' ...' if len(extra) > 5 else ''}")
+        return f"{weights} does not match the model described in {config_path}: " + "; ".join(parts)
+    code_layer = "encoder_fc.4.weight"  # Linear(1024, latent_size): its rows are the latent size
+    if code_layer in found and found[code_layer].shape != expected[code_layer].shape:
+        return (
+            f"{weights} holds weights for latent_size={found[code_layer].shape[0]} but {config_path} says "
+            f"latent_size={model.latent_size}"
+        )
+    for name, tensor in expected.items():
+        if found[name].shape != tensor.shape:
+            return (
+                f"{weights} does not match {config_path}: tensor {name} has shape {tuple(found[name].shape)}, "
+                f"the model (latent_size={model.latent_size}, image_size={model.image_size}) needs "
+                f"{tuple(tensor.shape)}"
+            )
+        if found[name].dtype != tensor.dtype:
+            return f"{weights}: tensor {name} has dtype {found[name].dtype}, expected {tensor.dtype}"
+        if tensor.is_floating_point() and not torch.isfinite(found[name]).all():
+            return f"{weights}: tensor {name} holds NaN or infinite values (corrupt weights)"
+    return None
+
+
+def load_model(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[Autoencoder, dict]:
+    """Rebuild a run's model from ``config.json`` and ``weights.safetensors``.
+
+    Never unpickles: weights are read with safetensors only.
+
+    Returns
+    -------
+    (model, config)
+        The model in eval mode on ``device`` and the parsed ``config.json``.
+
+    Raises
+    ------
+    CheckpointError
+        Missing or corrupt files, unknown ``format_version``, or weights that do
+        not fit the configured model (missing, extra or wrong-shaped tensors).
+    """
+    run_dir = _run_path(run_dir)
+    config = load_config(run_dir)
+    config_path = run_dir / CONFIG
+    try:
+        model = Autoencoder(config["model"]["latent_size"], config["model"]["image_size"])
+    except ValueError as err:
+        raise CheckpointError(f"{config_path}: {err}") from err
+    weights = run_dir / WEIGHTS
+    if not weights.is_file():
+        raise CheckpointError(f"{weights} is missing")
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(
+            f"{weights} is not a readable safetensors file (truncated, corrupt, or another format such as a "
+            f"pickle; entropy-ae never unpickles): {err}"
+        ) from err
+    problem = _describe_mismatch(model.state_dict(), state, weights, config_path, model)
+    if problem:
+        raise CheckpointError(problem)
+    model.load_state_dict(state, strict=True)
+    model.to(resolve_device(device)).eval()
+    return model, config
+
+
+def extract_latents(
+    run_dir: str | os.PathLike,
+    data: AnomalyData | None = None,
+    device: str | torch.device = "auto",
+    batch_size: int = 512,
+) -> dict[str, np.ndarray]:
+    """Latent codes of a saved run's model, computed in eval mode.
+
+    Parameters
+    ----------
+    run_dir : path
+        A run directory (see the module docstring).
+    data : AnomalyData, optional
+        Images to encode; ``None`` rebuilds the run's own data from the spec in
+        ``config.json``.
+    device : str, default "auto"
+    batch_size : int, default 512
+
+    Returns
+    -------
+    dict
+        ``train_normal``, ``val_normal``, ``test_normal``, ``test_abnormal``:
+        float32 arrays of shape ``(n, latent_size)``.
+    """
+    model, config = load_model(run_dir, device=device)
+    if data is None:
+        data = data_from_config(config)
+    if data.image_size != model.image_size:
+        raise ValueError(
+            f"data {data.name!r} has {data.image_size}x{data.image_size} images but the model in {run_dir} "
+            f"takes {model.image_size}x{model.image_size}; load the data with image_size={model.image_size}"
+        )
+    labels = np.asarray(data.test_labels)
+    splits = {
+        "train_normal": data.train,
+        "val_normal": data.val,
+        "test_normal": data.test[labels == 0],
+        "test_abnormal": data.test[labels == 1],
+    }
+    latents = {}
+    for name in LATENT_SPLITS:
+        images = splits[name]
+        if images is None or len(images) == 0:
+            latents[name] = np.zeros((0, model.latent_size), dtype=np.float32)
+        else:
+            latents[name] = encode_images(model, images, batch_size=batch_size)
+    return latents
+
+
+def data_from_config(config: dict) -> AnomalyData:
+    """Rebuild the data a run was trained on from its ``config.json`` content."""
+    spec = config.get("data")
+    if spec is None:
+        raise CheckpointError(f"{CONFIG} has no 'data' spec; pass the data explicitly")
+    # The spec dict carries its own split seed and image size; image_size only fills a gap.
+    try:
+        return load_data(spec, image_size=config["model"]["image_size"])
+    except DataError as err:
+        raise DataError(f"cannot rebuild the run's data from {CONFIG}: {err}; give the data explicitly "
+                        f"(data=... in Python, --data SPEC on the command line)") from err

@@ -1,0 +1,278 @@
+"""Mutual information I(X;Y), conditional MI I(X;Y|Z) and MI with a discrete label (nats internally)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy.special import digamma
+
+from ._entropy import _entropy_nats, _plugin_mm
+from ._neighbors import count_within, knn_distances
+from ._validation import (
+    check_inputs,
+    check_method,
+    copula_normal,
+    dequantise,
+    drop_constant,
+    drop_repeated_rows,
+    log_base,
+    warn,
+    whiten,
+)
+
+MI_METHODS = ("ksg", "kde", "binned")
+CORRECTIONS = ("gaussian", None)
+
+_BIAS_DOC = """
+    The estimate is computed on preprocessed data: constant columns dropped,
+    ties dequantised, each coordinate rank-transformed to normal scores and
+    each variable whitened. All of these are invertible maps of one variable at
+    a time, which leave (conditional) MI unchanged; they make the estimate
+    exactly invariant to rescaling and to any strictly monotone map of a
+    coordinate, and they tame heavy tails.
+
+    ``correction="gaussian"`` (default) removes the estimator's bias at the
+    Gaussian copula of the data: I = I_hat(data) - I_hat(G) + I_G, where G is a
+    Gaussian sample of the same size and correlation (fixed seed) and I_G its
+    exact MI. This is a parametric-bootstrap bias correction: exact (up to noise
+    of sd ~ 1/sqrt(n)) when the copula is Gaussian, approximate otherwise; it
+    doubles the run time. ``correction=None`` gives the classic estimator.
+
+    Measured bias, n = 1e4, k = 3, nats (benchmarks/estimators.py; 10 seeds at
+    4 vs 4, 1 at 16 vs 16): correlated Gaussians with I = 1, 4 vs 4: classic
+    -0.077, corrected +0.011 (NPEET -0.080); 16 vs 16: classic -0.64, corrected
+    +0.02 (NPEET -0.655); 64 vs 64: classic -0.92, corrected +0.21. Student-t
+    (nu = 2) 4 vs 4, I = 0.375: classic -0.145, corrected -0.137 (NPEET
+    -0.198): the t copula is not Gaussian, so the correction cannot remove that
+    bias.
+"""
+
+
+def mutual_information(x, y, method: str = "ksg", k: int = 3, base: float = math.e, nan_policy: str = "raise",
+                       correction: str | None = "gaussian", device: str | None = None) -> float:
+    """Mutual information I(X; Y) between continuous variables.
+
+    Parameters
+    ----------
+    x, y : array_like or torch.Tensor, shape (n,) or (n, d_x), (n, d_y)
+        Paired samples, one per row.
+    method : {"ksg", "kde", "binned"}
+        * ``"ksg"`` -- Kraskov-Stoegbauer-Grassberger estimator 1 (max-norm):
+          psi(k) + psi(n) - <psi(n_x + 1) + psi(n_y + 1)>. Biased towards 0 for
+          strong dependence and high dimension.
+        * ``"kde"`` -- H(X) + H(Y) - H(X, Y) with leave-one-out Gaussian-kernel
+          entropies (Scott's bandwidth).
+        * ``"binned"`` -- plug-in with Miller-Madow corrections on one common grid:
+          n^{1/(D+1)} equal-width bins per axis over +-3 of the normal scores,
+          D = d_x + d_y. Biased towards 0 by the coarse grid.
+    k : int
+        Neighbour order for ``"ksg"``.
+    base : float
+        ``math.e`` for nats, 2 for bits.
+    nan_policy : {"raise", "omit"}
+    correction : {"gaussian", None}
+        Gaussian-copula bias correction (see Notes).
+    device : str or None
+        Torch device for neighbour searches; None chooses automatically.
+
+    Returns
+    -------
+    float
+        I(X; Y) in units of log(base). Not clipped at 0: negative values mean
+        "indistinguishable from 0" within the estimator's noise.
+
+    Notes
+    -----
+    {bias}
+    References
+    ----------
+    Kraskov, Stoegbauer & Grassberger (2004), Phys. Rev. E 69, 066138.
+    """
+    check_method(method, MI_METHODS)
+    divisor = log_base(base)
+    x, y = check_inputs({"x": x, "y": y}, k if method == "ksg" else None, nan_policy)
+    return _estimate([x, y], ["x", "y"], method, k, correction, device) / divisor
+
+
+def conditional_mutual_information(x, y, z, method: str = "ksg", k: int = 3, base: float = math.e,
+                                   nan_policy: str = "raise", correction: str | None = "gaussian",
+                                   device: str | None = None) -> float:
+    """Conditional mutual information I(X; Y | Z) between continuous variables.
+
+    ``"ksg"`` is the Frenzel-Pompe estimator psi(k) - <psi(n_xz + 1) +
+    psi(n_yz + 1) - psi(n_z + 1)>; ``"kde"`` and ``"binned"`` combine entropies
+    H(X,Z) + H(Y,Z) - H(Z) - H(X,Y,Z). Parameters and units as in
+    :func:`mutual_information`; the same preprocessing and Gaussian-copula bias
+    correction (with I_G the Gaussian conditional MI) apply.
+
+    References
+    ----------
+    Frenzel & Pompe (2007), Phys. Rev. Lett. 99, 204101.
+    """
+    check_method(method, MI_METHODS)
+    divisor = log_base(base)
+    x, y, z = check_inputs({"x": x, "y": y, "z": z}, k if method == "ksg" else None, nan_policy)
+    return _estimate([x, y, z], ["x", "y", "z"], method, k, correction, device) / divisor
+
+
+def mutual_information_discrete(x, labels, k: int = 3, base: float = math.e, nan_policy: str = "raise",
+                                device: str | None = None) -> float:
+    """Mutual information I(X; L) between continuous codes ``x`` and a discrete label.
+
+    Ross's k-NN estimator: psi(n) + psi(k) - <psi(n_L)> - <psi(m)>, where for
+    each sample the k-th neighbour within its own class sets a radius and m
+    counts all samples within it (Euclidean, on the same invariant preprocessing
+    as :func:`mutual_information`). At most log(number of classes) nats; small
+    negative values mean no detectable dependence. Bias: towards 0, small at
+    low d (measured < 0.02 nats for two Gaussian classes in d = 2, n = 2000).
+
+    Parameters
+    ----------
+    x : array_like or torch.Tensor, shape (n,) or (n, d)
+    labels : array_like, shape (n,)
+        Class of each sample (any hashable values: ints, strings, bools); every
+        class needs more than k samples.
+
+    References
+    ----------
+    Ross (2014), PLoS ONE 9(2): e87357.
+    """
+    divisor = log_base(base)
+    labels = np.asarray(labels.detach().cpu().numpy() if hasattr(labels, "detach") else labels)
+    if labels.ndim != 1:
+        raise ValueError(f"labels must be 1-D (n,); got shape {labels.shape}.")
+    codes = np.unique(labels, return_inverse=True)[1].reshape(-1)
+    x, codes_f = check_inputs({"x": x, "labels": codes.astype(np.float64)}, k, nan_policy)
+    codes = codes_f[:, 0].astype(np.int64)
+    (x,) = _prepare([x], ["x"])
+    if x.shape[1] == 0:
+        return 0.0
+    return _ross(x, codes, k, device) / divisor
+
+
+mutual_information.__doc__ = mutual_information.__doc__.replace("{bias}", _BIAS_DOC)
+
+
+# --- preprocessing ---------------------------------------------------------------------------------------
+
+
+def _prepare(blocks: list[np.ndarray], names: list[str]) -> list[np.ndarray]:
+    """MI-invariant per-variable preprocessing (see ``_BIAS_DOC``)."""
+    out = []
+    for block, name in zip(blocks, names):
+        block = drop_constant(block, name)
+        if block.shape[1]:
+            block = copula_normal(dequantise(block, name))
+            try:
+                block = whiten(block)[0]
+            except np.linalg.LinAlgError:
+                pass  # collinear columns: the normal scores are already on a common scale
+        out.append(block)
+    return out
+
+
+def _estimate(blocks, names, method, k, correction, device) -> float:
+    if correction not in CORRECTIONS:
+        raise ValueError(f"correction must be one of {CORRECTIONS}; got {correction!r}.")
+    blocks = _prepare(drop_repeated_rows(blocks, "(" + ", ".join(names) + ")"), names)
+    if blocks[0].shape[1] == 0 or blocks[1].shape[1] == 0:
+        return 0.0  # a variable with only constant columns carries no information
+    conditional = len(blocks) == 3
+    if conditional and blocks[2].shape[1] == 0:
+        blocks, conditional = blocks[:2], False  # conditioning on a constant changes nothing
+    n, total_d = len(blocks[0]), sum(b.shape[1] for b in blocks)
+    if total_d > math.log2(n):
+        warn(f"joint dimension {total_d} is too high for n = {n} (n^(1/D) < 2 samples per axis): classic k-NN MI "
+             f"is biased towards 0 by a large fraction here; the Gaussian-copula correction removes this only "
+             f"as far as the dependence is Gaussian.")
+    value = _raw(blocks, method, k, device)
+    if correction == "gaussian":
+        value += _gaussian_reference(blocks, method, k, device)
+    return value
+
+
+def _gaussian_reference(blocks, method, k, device) -> float:
+    """I_G - I_hat(G) for a Gaussian sample G with the data's size and correlation."""
+    sizes = [b.shape[1] for b in blocks]
+    joint = np.hstack(blocks)
+    cov = np.atleast_2d(np.cov(joint, rowvar=False))
+    rng = np.random.default_rng(0)  # fixed seed: same data, same number
+    g = rng.standard_normal(joint.shape) @ np.linalg.cholesky(cov + 1e-12 * np.eye(len(cov))).T
+    g_blocks = _prepare(np.split(g, np.cumsum(sizes)[:-1], axis=1), ["g"] * len(blocks))
+    return _gaussian_information(cov, sizes) - _raw(g_blocks, method, k, device)
+
+
+def _gaussian_information(cov: np.ndarray, sizes: list[int]) -> float:
+    """Exact (conditional) MI of a Gaussian with covariance ``cov`` split into blocks of ``sizes``."""
+    edges = np.cumsum([0] + sizes)
+    idx = [np.arange(edges[i], edges[i + 1]) for i in range(len(sizes))]
+
+    def logdet(*parts):
+        sel = np.concatenate([idx[p] for p in parts])
+        return np.linalg.slogdet(cov[np.ix_(sel, sel)])[1]
+
+    if len(sizes) == 2:
+        return 0.5 * (logdet(0) + logdet(1) - logdet(0, 1))
+    return 0.5 * (logdet(0, 2) + logdet(1, 2) - logdet(2) - logdet(0, 1, 2))
+
+
+# --- estimators on prepared blocks -----------------------------------------------------------------------
+
+
+def _raw(blocks, method, k, device) -> float:
+    if method == "ksg":
+        return _ksg(blocks, k, device)
+    if method == "kde":
+        h = lambda *parts: _entropy_nats(np.hstack([blocks[p] for p in parts]), "kde", k, device)  # noqa: E731
+    else:
+        h = _binned_joint_entropy(blocks)
+    if len(blocks) == 2:
+        return h(0) + h(1) - h(0, 1)
+    return h(0, 2) + h(1, 2) - h(2) - h(0, 1, 2)
+
+
+def _ksg(blocks, k, device) -> float:
+    """KSG estimator 1 (two blocks) or Frenzel-Pompe (three blocks, last = Z), max-norm."""
+    n = len(blocks[0])
+    eps = knn_distances(np.hstack(blocks), k, "chebyshev", device)[:, -1]
+
+    def avg_psi(*parts):
+        counts = count_within(np.hstack([blocks[p] for p in parts]), eps, "chebyshev", device)
+        return float(digamma(counts + 1).mean())
+
+    if len(blocks) == 2:
+        return float(digamma(k) + digamma(n)) - avg_psi(0) - avg_psi(1)
+    return float(digamma(k)) - avg_psi(0, 2) - avg_psi(1, 2) + avg_psi(2)
+
+
+def _binned_joint_entropy(blocks):
+    """Entropy (plug-in + Miller-Madow) of the bin indices of a subset of blocks on one common grid."""
+    data = np.hstack(blocks)
+    n, total_d = data.shape
+    bins = max(2, int(n ** (1.0 / (total_d + 1))))
+    edges = np.cumsum([0] + [b.shape[1] for b in blocks])
+    # The blocks are normal scores, so equal-width bins over +-3 sd use the same rule on every axis.
+    index = np.clip(np.floor((data + 3.0) / 6.0 * bins), 0, bins - 1).astype(np.int64)
+
+    def h(*parts):
+        cols = np.concatenate([np.arange(edges[p], edges[p + 1]) for p in parts])
+        _, counts = np.unique(index[:, cols], axis=0, return_counts=True)
+        return _plugin_mm(counts.astype(np.float64))
+
+    return h
+
+
+def _ross(x: np.ndarray, codes: np.ndarray, k: int, device) -> float:
+    n = len(x)
+    radius = np.empty(n)
+    class_size = np.bincount(codes)[codes]
+    for c in np.unique(codes):
+        mask = codes == c
+        if mask.sum() <= k:
+            raise ValueError(f"class {c} has {int(mask.sum())} samples; every class needs more than k = {k} "
+                             f"(merge rare classes or lower k).")
+        radius[mask] = knn_distances(x[mask], k, "euclidean", device)[:, -1]
+    # m counts the k same-class neighbours (the k-th sits on the radius) and any other-class points inside.
+    m = count_within(x, radius, "euclidean", device) + 1
+    return float(digamma(n) + digamma(k) - digamma(class_size).mean() - digamma(m).mean())

@@ -1,0 +1,183 @@
+"""Input checks and MI-invariant preprocessing, done once at the public edge."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+from scipy.special import ndtri
+from scipy.stats import rankdata
+
+NAN_POLICIES = ("raise", "omit")
+
+
+class EstimatorWarning(UserWarning):
+    """An estimate was returned but may be unreliable (ties, high dimension, bound exceeded)."""
+
+
+def warn(message: str) -> None:
+    warnings.warn(message, EstimatorWarning, stacklevel=4)
+
+
+def as_samples(x, name: str = "x") -> np.ndarray:
+    """Return ``x`` as a float64 array of shape (n, d); accepts numpy arrays, torch tensors, lists."""
+    if hasattr(x, "detach"):  # torch tensor, on any device
+        x = x.detach().cpu().numpy()
+    try:
+        arr = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{name} must be a numeric array of shape (n,) or (n, d); {err}") from None
+    if arr.ndim == 0:
+        raise ValueError(f"{name} is a scalar (0-d); pass samples as shape (n,) or (n, d).")
+    if arr.ndim == 1:
+        arr = arr[:, None]
+    if arr.ndim != 2:
+        raise ValueError(f"{name} has shape {arr.shape}; pass (n,) or (n, d), e.g. x.reshape(len(x), -1).")
+    if arr.shape[1] == 0:
+        raise ValueError(f"{name} has shape {arr.shape}: no features (d = 0).")
+    return arr
+
+
+def check_inputs(arrays: dict, k: int | None, nan_policy: str) -> list[np.ndarray]:
+    """Validate named arrays together: shapes, equal lengths, finiteness (``nan_policy``) and k."""
+    if nan_policy not in NAN_POLICIES:
+        raise ValueError(f"nan_policy must be one of {NAN_POLICIES}; got {nan_policy!r}.")
+    out = [as_samples(v, name) for name, v in arrays.items()]
+    lengths = {name: len(a) for name, a in zip(arrays, out)}
+    if len(set(lengths.values())) > 1:
+        raise ValueError(f"inputs must have the same number of samples (rows); got {lengths}.")
+    finite = np.ones(len(out[0]), dtype=bool)
+    for a in out:
+        finite &= np.isfinite(a).all(axis=1)
+    if not finite.all():
+        bad = int((~finite).sum())
+        if nan_policy == "raise":
+            raise ValueError(
+                f"{bad} of {len(finite)} samples contain NaN or inf; clean them or pass nan_policy='omit' "
+                "to drop those rows (from all inputs together)."
+            )
+        out = [a[finite] for a in out]
+    n = len(out[0])
+    if k is not None:
+        if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
+            raise ValueError(f"k must be a positive integer; got {k!r}.")
+        if n <= k:
+            raise ValueError(f"need more samples than neighbours: n = {n} <= k = {k}; pass more samples or lower k.")
+    elif n < 2:
+        raise ValueError(f"need at least 2 samples; got n = {n}.")
+    return out
+
+
+def check_method(method: str, methods) -> None:
+    if method not in methods:
+        raise ValueError(f"unknown method {method!r}; choose one of {tuple(methods)}.")
+
+
+def log_base(base: float) -> float:
+    """log(base), the divisor that converts nats to the requested unit."""
+    if not (isinstance(base, (int, float)) and base > 0 and base != 1 and math.isfinite(base)):
+        raise ValueError(f"base must be a positive number other than 1 (math.e: nats, 2: bits); got {base!r}.")
+    return math.log(base)
+
+
+def constant_columns(x: np.ndarray) -> np.ndarray:
+    """Boolean mask of columns that take a single value."""
+    return np.ptp(x, axis=0) == 0
+
+
+def drop_constant(x: np.ndarray, name: str) -> np.ndarray:
+    """Remove constant columns (they carry no information, so MI ignores them)."""
+    const = constant_columns(x)
+    if const.any():
+        warn(f"{name}: dropped {int(const.sum())} constant column(s) {np.flatnonzero(const).tolist()}; "
+             "they carry no information.")
+    return x[:, ~const]
+
+
+def _on_a_grid(col: np.ndarray) -> bool:
+    """True when the distinct values are spaced by integer multiples of one step (quantised data)."""
+    gaps = np.diff(np.unique(col))
+    if len(gaps) == 0:
+        return True
+    ratio = gaps / gaps.min()
+    return bool(np.all(np.abs(ratio - np.round(ratio)) < 1e-6 * ratio))
+
+
+def has_repeated_rows(x: np.ndarray) -> bool:
+    # Cheap test first: identical rows need a tie in every column, so a tie-free column rules them out.
+    if not (np.diff(np.sort(x[:, 0])) == 0).any():
+        return False
+    return len(np.unique(x, axis=0)) < len(x)
+
+
+def drop_repeated_rows(arrays: list[np.ndarray], names: str) -> list[np.ndarray]:
+    """Drop repeated samples of continuous data (e.g. the same image twice), with a warning.
+
+    A repeated sample is not a new independent draw, and k-NN estimators read it
+    as a zero distance: the estimate explodes. When no column is quantised (its
+    values are not on a grid), the ties can only come from repeated samples and
+    the estimate is made on the distinct rows. Quantised data are left to
+    ``dequantise``.
+    """
+    joint = np.hstack(arrays)
+    if not has_repeated_rows(joint):
+        return arrays
+    _, first = np.unique(joint, axis=0, return_index=True)
+    if any(_on_a_grid(joint[:, j]) for j in range(joint.shape[1])):
+        return arrays
+    warn(f"{names}: {len(joint) - len(first)} repeated samples (identical rows) dropped; k-NN estimators need "
+         f"distinct samples. Estimating on the {len(first)} distinct rows.")
+    keep = np.sort(first)
+    return [a[keep] for a in arrays]
+
+
+def dequantise(x: np.ndarray, name: str, seed: int = 0) -> np.ndarray:
+    """Break ties by uniform jitter of one quantisation step per column, with a warning.
+
+    Duplicate points make k-NN distances zero and the estimates -inf (NPEET's
+    1e-10 noise turns them into about -80 nats). Data with ties are treated as
+    a quantised continuous variable: each tied column gets uniform noise of
+    width equal to its smallest gap between distinct values, so the estimate is
+    that of the dequantised variable (for an integer-valued x, H = H_discrete).
+    The jitter is relative to each column's own resolution, never absolute.
+    """
+    if not has_repeated_rows(x):
+        return x
+    rng = np.random.default_rng(seed)
+    out = x.copy()
+    steps = []
+    for j in range(x.shape[1]):
+        values = np.unique(x[:, j])
+        if len(values) == len(x) or len(values) < 2:
+            continue
+        step = np.diff(values).min()
+        steps.append(step)
+        out[:, j] += rng.uniform(-0.5 * step, 0.5 * step, size=len(x))
+    warn(f"{name} has {len(x) - len(np.unique(x, axis=0))} duplicate samples (ties); estimating for the "
+         f"dequantised variable (uniform jitter of one quantisation step per tied column, smallest step "
+         f"{min(steps) if steps else float('nan'):.3g}).")
+    return out
+
+
+def whiten(x: np.ndarray) -> tuple[np.ndarray, float]:
+    """Centre and whiten with the sample covariance; return (z, log|det W|) so H(x) = H(z) - log|det W|.
+
+    Raises ``np.linalg.LinAlgError`` when the covariance is singular (data on a
+    lower-dimensional subspace).
+    """
+    xc = x - x.mean(axis=0)
+    cov = np.atleast_2d(np.cov(xc, rowvar=False))
+    eigval, eigvec = np.linalg.eigh(cov)
+    if eigval.min() <= 1e-12 * max(eigval.max(), np.finfo(float).tiny):
+        raise np.linalg.LinAlgError("singular covariance")
+    return (xc @ eigvec) / np.sqrt(eigval), -0.5 * float(np.log(eigval).sum())
+
+
+def copula_normal(x: np.ndarray) -> np.ndarray:
+    """Per-column rank transform to standard-normal scores (average ranks for ties).
+
+    Strictly increasing maps of each coordinate leave MI unchanged, so this
+    makes the MI estimators exactly invariant to them and tames heavy tails.
+    """
+    return ndtri(rankdata(x, axis=0) / (len(x) + 1.0))

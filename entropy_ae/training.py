@@ -1,0 +1,176 @@
+"""Training the autoencoder on normal images: the project's one reference loop.
+
+The loop is deliberately plain so that other code (the batched trainer in
+``entropy_ae.batched``) can reproduce it exactly:
+
+* the whole training set is put on the device once as a tensor (no DataLoader:
+  the images are small and already normalised, so per-item loading only costs);
+* the data order comes from a CPU ``torch.Generator`` seeded with ``seed``, one
+  ``randperm`` per epoch, split into batches of ``batch_size``;
+* a final batch of a single image is skipped, because BatchNorm cannot compute
+  a batch variance from one sample in training mode;
+* Adam (no weight decay), MSE loss averaged over all pixels, as in the paper's
+  code (Cai, Chen, Cheng, MICCAI 2024: Adam, lr 1e-3, batch 64).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from .data import AnomalyData
+from .model import MAX_LATENT_SIZE, Autoencoder
+from .reproducibility import resolve_device, seed_everything
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of one training run.
+
+    Parameters
+    ----------
+    latent_size : int, default 16
+        Dimension d of the code z, 1 to 1024.
+    epochs : int, default 20
+        Passes over the training set (the paper trains 250).
+    batch_size : int, default 64
+        Images per optimiser step, at least 2 (BatchNorm).
+    lr : float, default 1e-3
+        Adam learning rate.
+    seed : int, default 0
+        Seeds the weights' initialisation and the data order.
+    device : str, default "auto"
+        ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"`` or ``"cuda:<i>"``.
+    """
+
+    latent_size: int = 16
+    epochs: int = 20
+    batch_size: int = 64
+    lr: float = 1e-3
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self):
+        if not _is_int(self.latent_size) or not 1 <= self.latent_size <= MAX_LATENT_SIZE:
+            raise ValueError(f"latent_size must be an integer from 1 to {MAX_LATENT_SIZE}, got {self.latent_size!r}")
+        if not _is_int(self.epochs) or self.epochs < 1:
+            raise ValueError(f"epochs must be a positive integer, got {self.epochs!r}")
+        if not _is_int(self.batch_size) or self.batch_size < 2:
+            raise ValueError(
+                f"batch_size must be an integer >= 2 (BatchNorm needs two images), got {self.batch_size!r}"
+            )
+        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not (
+            math.isfinite(self.lr) and self.lr > 0
+        ):
+            raise ValueError(f"lr must be a positive finite number, got {self.lr!r}")
+        self.lr = float(self.lr)
+        if not _is_int(self.seed) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if not isinstance(self.device, str):
+            raise ValueError(f"device must be a string such as 'auto', 'cpu' or 'cuda:0', got {self.device!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        """Build from a dict, refusing unknown keys (a typo would otherwise be ignored)."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig field(s) {unknown}; known fields are {sorted(known)}")
+        return cls(**values)
+
+
+def _check_train_images(data: AnomalyData) -> None:
+    train = data.train
+    if getattr(train, "ndim", None) != 4 or train.shape[1] != 1 or train.shape[2] != train.shape[3]:
+        raise ValueError(
+            f"data.train must have shape (n, 1, s, s), got {getattr(train, 'shape', type(train).__name__)}"
+        )
+    if train.shape[0] < 2:
+        raise ValueError(f"need at least 2 training images (BatchNorm), got {train.shape[0]}")
+
+
+def _progress_enabled(progress: bool | None) -> bool:
+    # None means: show the bar only to a person watching a terminal, never in logs.
+    if progress is None:
+        return sys.stderr.isatty()
+    return bool(progress)
+
+
+def train_model(
+    data: AnomalyData, config: TrainConfig, progress: bool | None = None
+) -> tuple[Autoencoder, list[float]]:
+    """Train the paper's autoencoder on ``data.train`` with the reference loop.
+
+    Parameters
+    ----------
+    data : AnomalyData
+        Only ``data.train`` (normal images in [-1, 1], shape ``(n, 1, s, s)``) is used.
+    config : TrainConfig
+        Hyper-parameters, seed and device.
+    progress : bool or None
+        Show a tqdm bar over epochs; ``None`` shows it only when stderr is a terminal.
+
+    Returns
+    -------
+    model : Autoencoder
+        In eval mode, on the config's device.
+    loss_history : list of float
+        Per epoch, the mean training MSE over the images used that epoch (each
+        batch's loss weighted by its number of images).
+
+    Raises
+    ------
+    FloatingPointError
+        When the loss becomes NaN or infinite (diverged; lower ``lr``).
+    """
+    _check_train_images(data)
+    device = resolve_device(config.device)
+    seed_everything(config.seed)
+    model = Autoencoder(config.latent_size, data.image_size).to(device)
+    model.train()
+    optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
+
+    x_train = torch.as_tensor(data.train, dtype=torch.float32, device=device)
+    n = x_train.shape[0]
+    generator = torch.Generator().manual_seed(config.seed)
+    history: list[float] = []
+    bar = tqdm(range(config.epochs), desc="training", unit="epoch", disable=not _progress_enabled(progress))
+    for epoch in bar:
+        perm = torch.randperm(n, generator=generator)
+        # Summed on the device and read once per epoch: a .item() per step would sync a GPU every batch.
+        loss_sum = torch.zeros((), device=device)
+        seen = 0
+        for idx in perm.split(config.batch_size):
+            if len(idx) < 2:
+                continue
+            x = x_train[idx.to(device)]
+            x_hat, _ = model(x)
+            loss = F.mse_loss(x_hat, x)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            loss_sum += loss.detach() * len(idx)
+            seen += len(idx)
+        epoch_loss = loss_sum.item() / seen
+        if not math.isfinite(epoch_loss):
+            raise FloatingPointError(
+                f"training diverged: loss is {epoch_loss} at epoch {epoch + 1}; try a lower lr "
+                f"(now {config.lr}) or check the input images for NaN/inf"
+            )
+        history.append(epoch_loss)
+        bar.set_postfix(loss=f"{epoch_loss:.5f}")
+    bar.close()
+    model.eval()
+    return model, history

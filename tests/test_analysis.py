@@ -1,0 +1,241 @@
+"""Analysis layer without training: intrinsic dimension, comparable entropies, recommendation, plots, report."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import matplotlib
+import numpy as np
+import pandas as pd
+import pytest
+
+matplotlib.use("Agg")
+from matplotlib.figure import Figure  # noqa: E402
+
+from analysis import plots  # noqa: E402
+from analysis.entropy import (  # noqa: E402
+    code_measurements,
+    data_reference,
+    gaussian_entropy,
+    information_at_resolution,
+    matching_sigma,
+    normalise,
+)
+from analysis.intrinsic_dim import intrinsic_dimension, levina_bickel, twonn  # noqa: E402
+from analysis.recommend import (  # noqa: E402
+    NORMAL_ONLY_COLUMNS,
+    from_intrinsic_dimension,
+    recommend,
+    recommend_all,
+    write_recommendation,
+)
+from analysis.report import table1, write_report  # noqa: E402
+from tests.analysis_fakes import manifold_codes, results_table  # noqa: E402
+
+# ----------------------------------------------------------------------------- intrinsic dimension
+
+
+@pytest.mark.parametrize("k", [1, 3, 5])
+def test_intrinsic_dimension_of_a_curved_manifold_in_high_dimension(k):
+    # A k-dim uniform sample mapped smoothly into 300 dims. With n=1500, TwoNN's standard error is
+    # about k/sqrt(n) and both estimators are known to underestimate slightly as k grows (boundary
+    # effects of the cube): allow 15 %.
+    x = manifold_codes(1500, k, 300, seed=k)
+    for est in (twonn(x), levina_bickel(x)):
+        assert abs(est.value - k) <= 0.15 * k + 3 * est.stderr, est
+
+
+def test_intrinsic_dimension_is_scale_and_embedding_invariant():
+    x = manifold_codes(800, 3, 10, seed=1)
+    rotation, _ = np.linalg.qr(np.random.default_rng(0).normal(size=(40, 40)))
+    embedded = np.hstack([x, np.zeros((800, 30))]) @ rotation * 37.0
+    assert twonn(embedded).value == pytest.approx(twonn(x).value, rel=1e-6)
+    assert levina_bickel(embedded).value == pytest.approx(levina_bickel(x).value, rel=1e-6)
+
+
+def test_intrinsic_dimension_bad_input():
+    with pytest.raises(ValueError, match="NaN"):
+        twonn(np.array([[0.0, np.nan]] * 20))
+    with pytest.raises(ValueError, match="distinct points"):
+        levina_bickel(np.random.default_rng(0).normal(size=(10, 3)), k1=10, k2=20)
+    with pytest.raises(ValueError, match="unknown intrinsic-dimension method"):
+        intrinsic_dimension(np.zeros((5, 2)), method="pca")
+    with pytest.warns(RuntimeWarning, match="duplicate"):
+        x = np.random.default_rng(0).normal(size=(200, 2))
+        twonn(np.vstack([x, x[:5]]))
+
+
+# ---------------------------------------------------------------------- comparable entropy measures
+
+
+def test_information_at_resolution_is_invariant_to_scale_and_ambient_dimension():
+    z = manifold_codes(500, 2, 2, seed=3)
+    # The same point cloud rotated into 4096 dimensions and scaled: the same information.
+    rotation, _ = np.linalg.qr(np.random.default_rng(1).normal(size=(64, 64)))
+    big = np.hstack([z, np.zeros((500, 62))]) @ rotation * 1000.0
+    a, b = information_at_resolution(z, 0.2), information_at_resolution(big, 0.2)
+    assert b["value"] == pytest.approx(a["value"], rel=1e-6)
+    assert 0 <= a["lower"] <= a["upper"] <= math.log(500) + 1e-9
+
+
+def test_information_at_resolution_matches_gaussian_channel_capacity():
+    # For Gaussian X in 1-D with unit variance, I(X; X + sigma N) = 0.5 log(1 + 1/sigma^2); the
+    # Kolchinsky-Tracey bounds must bracket it (n large so the empirical mixture is close).
+    x = np.random.default_rng(0).normal(size=(2000, 1))
+    for sigma in (0.3, 1.0):
+        truth = 0.5 * math.log(1 + 1 / sigma**2)
+        res = information_at_resolution(x, sigma)
+        assert res["lower"] - 0.05 <= truth <= res["upper"] + 0.05, (sigma, truth, res)
+
+
+def test_information_grows_below_k_and_levels_off_above():
+    # "H(Z) stops growing": codes of a k-factor dataset gain information quickly up to d = k and
+    # then level off. I_sigma depends on the embedding's metric (unlike the intrinsic dimension), so
+    # ideal codes of different sizes still differ somewhat above k; the measured gap between d = k
+    # and d = 48 is 0.63 nats against 0.97 nats between d = 1 and d = k.
+    k = 3
+    sigma = matching_sigma(manifold_codes(600, k, 50, seed=0))
+    info = {d: information_at_resolution(manifold_codes(600, k, d, seed=0), sigma)["value"] for d in (1, 2, 3, 24, 48)}
+    assert info[1] < info[2] < info[3]
+    assert abs(info[48] - info[24]) < 0.05 * info[24]  # plateau
+    assert info[48] < math.log(600)  # not the trivial log n saturation
+
+
+def test_normalise_and_bad_input():
+    x = np.random.default_rng(0).normal(size=(100, 3)) * [1.0, 10.0, 0.0]
+    y = normalise(x)
+    assert y.shape == (100, 2)  # the constant column is dropped
+    assert np.mean(np.sum(y**2, axis=1)) == pytest.approx(1.0)
+    assert np.allclose(normalise(x, "per-dim").std(axis=0), 1 / math.sqrt(2))
+    with pytest.raises(ValueError, match="standardize"):
+        normalise(x, "rank")
+    with pytest.raises(ValueError, match="constant"):
+        normalise(np.ones((10, 3)))
+    with pytest.raises(ValueError, match="sigma"):
+        information_at_resolution(x, 0.0)
+
+
+def test_gaussian_entropy_closed_form():
+    cov = np.diag([1.0, 4.0])
+    z = np.random.default_rng(0).multivariate_normal([0, 0], cov, size=20000)
+    truth = 0.5 * math.log(np.linalg.det(2 * math.pi * math.e * cov))
+    assert gaussian_entropy(z) == pytest.approx(truth, abs=0.03)
+
+
+def test_code_and_data_measurements_recover_known_k():
+    # Images of a k-factor manifold (pixels = smooth functions of the factors) and ideal codes.
+    k = 2
+    rng = np.random.default_rng(0)
+    factors = rng.uniform(-1, 1, size=(600, k))
+    grid = np.linspace(-1, 1, 16)
+    xx, yy = np.meshgrid(grid, grid)
+    images = np.exp(-((xx[None] - 0.5 * factors[:, :1, None]) ** 2 + (yy[None] - 0.5 * factors[:, 1:, None]) ** 2) / 0.2)
+    ref = data_reference(images[:, None])
+    assert abs(ref["id_twonn_x"] - k) < 0.3 and abs(ref["id_mle_x"] - k) < 0.3
+    assert 0 < ref["info_x"] < math.log(600)
+    low = code_measurements(factors[:, :1], ref["sigma"])
+    full = code_measurements(np.tanh(factors @ rng.normal(size=(k, 8))), ref["sigma"])
+    assert abs(low["id_mle_z"] - 1) < 0.2 and abs(full["id_mle_z"] - k) < 0.3
+    assert full["info_z"] > low["info_z"]
+
+
+# --------------------------------------------------------------------------------- recommendation
+
+
+def test_recommendation_finds_known_k_and_ignores_test_columns():
+    table = results_table(k=4)
+    rec = recommend(table)
+    assert rec["latent_size"] == 4 and rec["criterion"] == "id_match"
+    assert rec["evidence"]["other_criteria"] == {"info_saturation": 4, "rec_elbow": 4, "intrinsic_dimension": 4}
+    # Scrambling every test-label-derived column must not change any recommendation.
+    scrambled = table.copy()
+    rng = np.random.default_rng(0)
+    for column in set(table.columns) - NORMAL_ONLY_COLUMNS:
+        scrambled[column] = rng.permutation(scrambled[column].values)
+    for criterion in ("id_match", "info_saturation", "rec_elbow"):
+        assert recommend(scrambled, criterion)["latent_size"] == recommend(table, criterion)["latent_size"]
+
+
+def test_recommendation_from_measured_codes_of_known_k():
+    # End to end on codes: measure ID and I_sigma of ideal codes of a k=2 dataset at each d, then recommend.
+    k = 2
+    x = manifold_codes(500, k, 40, seed=5)
+    ref = data_reference(x)
+    rows = []
+    for d in (1, 2, 4, 8, 16):
+        row = {"dataset": "codes", "latent_size": d, "seed": 0, "rec_error_train_normal": 1.0 / min(d, k)}
+        row.update(code_measurements(manifold_codes(500, k, d, seed=5), ref["sigma"]))
+        row.update(ref)
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    assert recommend(table, "id_match")["latent_size"] == k
+    # (info_saturation is not asserted: I_sigma depends on each code's metric, see the test above)
+
+
+def test_cheap_rule_and_errors():
+    assert from_intrinsic_dimension(3.2)["latent_size"] == 4
+    assert from_intrinsic_dimension(0.7, candidates=[1, 2, 4])["latent_size"] == 1
+    assert from_intrinsic_dimension(900, candidates=[1, 2, 4])["latent_size"] == 4
+    with pytest.raises(ValueError, match="positive"):
+        from_intrinsic_dimension(float("nan"))
+    with pytest.raises(ValueError, match="criterion"):
+        recommend(results_table(), "best_auroc")
+    two = pd.concat([results_table(4, dataset="a"), results_table(2, dataset="b")])
+    with pytest.raises(ValueError, match="several datasets"):
+        recommend(two)
+    assert {k: v["latent_size"] for k, v in recommend_all(two).items()} == {"a": 4, "b": 2}
+
+
+def test_write_recommendation(tmp_path):
+    results_table(k=8, latent_sizes=(2, 4, 8, 16, 32)).to_csv(tmp_path / "results.csv", index=False)
+    rec = write_recommendation(tmp_path)
+    on_disk = json.loads((tmp_path / "recommendation.json").read_text())
+    assert on_disk["latent_size"] == rec["latent_size"] == 8
+    assert set(on_disk) >= {"latent_size", "criterion", "evidence"}
+
+
+# ------------------------------------------------------------------------------------ plots, report
+
+
+@pytest.mark.parametrize("name", sorted(plots.ALL_PLOTS))
+def test_each_plot_returns_a_figure(name):
+    fig = plots.ALL_PLOTS[name](results_table())
+    assert isinstance(fig, Figure)
+    assert fig.axes and any(ax.lines or ax.collections for ax in fig.axes)
+
+
+def test_plots_refuse_bad_tables():
+    with pytest.raises(ValueError, match="lacks column"):
+        plots.plot_rec_error(pd.DataFrame({"latent_size": [1]}))
+    with pytest.raises(ValueError, match="empty"):
+        plots.plot_performance(results_table().iloc[:0])
+    with pytest.raises(TypeError):
+        plots.plot_performance([1, 2])
+
+
+def test_rec_error_plot_labels_the_paper_reference():
+    fig = plots.plot_rec_error(results_table(), paper_reference=True)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert any("Paper" in t and "reference" in t for t in titles)
+    assert len(plots.plot_rec_error(results_table(), paper_reference=False).axes) == 1
+
+
+def test_table1_bolds_the_best_mean():
+    table = table1(results_table(k=4))
+    assert table.loc[4, "AUROC"].startswith("**") and not table.loc[16, "AUROC"].startswith("**")
+    assert "±" in table.loc[1, "AP"]
+    no_masks = results_table().assign(pixel_ap=np.nan, best_dice=np.nan)
+    assert list(table1(no_masks).columns) == ["AUROC", "AP", "runs"]
+
+
+def test_report_writes_markdown_html_figures(tmp_path):
+    results_table(k=4).to_csv(tmp_path / "results.csv", index=False)
+    done = write_report(tmp_path, copy_figures_to=tmp_path / "copy")
+    md = (tmp_path / "report.md").read_text()
+    assert "**90." in md or "**8" in md  # a bold best cell
+    assert "Recommendation for fake-k4: latent size 4" in md
+    assert "<table>" in (tmp_path / "report.html").read_text()
+    for path in done["figures"].values():
+        assert path.stat().st_size > 1000 and (tmp_path / "copy" / path.name).is_file()
+    assert json.loads((tmp_path / "recommendation.json").read_text())["latent_size"] == 4

@@ -1,0 +1,220 @@
+"""Sweeps with real (tiny) trainings: layout, results schema, resume after a kill, CLI end to end.
+
+Tiny settings: 16x16 synthetic images, 48 training images, 1-2 epochs, latent sizes 1-4.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import matplotlib
+import pandas as pd
+import pytest
+
+matplotlib.use("Agg")
+
+import entropy_ae.checkpoint as checkpoint  # noqa: E402
+from analysis.sweep import SweepError, collect_results, completed_runs, load_results, run_sweep  # noqa: E402
+from entropy_ae.cli import main  # noqa: E402
+from entropy_ae.data import load_data  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SPEC = "synthetic[k=2,n_train=48,n_val=12,n_test=24]"
+TINY = {"image_size": 16}
+SCHEMA = {
+    "dataset", "latent_size", "seed", "epochs", "auroc", "ap", "pixel_ap", "best_dice",
+    "rec_error_train_normal", "rec_error_test_normal", "rec_error_test_abnormal", "train_seconds",
+    "entropy_seconds", "h_z", "h_z_stderr", "h_z_gaussian", "info_z", "id_mle_z", "id_twonn_z",
+    "mi_code_label", "h_z_abnormal_excess", "info_x", "id_mle_x", "id_twonn_x", "sigma", "run_dir",
+}
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_data(SPEC, image_size=16)
+
+
+def _snapshot(out: Path) -> dict:
+    """(mtime_ns, bytes) of every file of every completed run."""
+    snap = {}
+    for run in completed_runs(out):
+        for f in sorted(run.iterdir()):
+            snap[str(f.relative_to(out))] = (f.stat().st_mtime_ns, f.read_bytes())
+    return snap
+
+
+def _count_trainings(monkeypatch) -> list:
+    calls = []
+    real = checkpoint.run_training
+
+    def counting(data, config, run_dir, *args, **kwargs):
+        calls.append((config.latent_size, config.seed))
+        return real(data, config, run_dir, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint, "run_training", counting)
+    return calls
+
+
+def test_sweep_layout_and_results_schema(tmp_path, data, monkeypatch):
+    calls = _count_trainings(monkeypatch)
+    table = run_sweep(data, [1, 4], [0, 1], 1, tmp_path, executor="sequential", progress=False)
+    assert len(calls) == 4
+    for d in (1, 4):
+        for s in (0, 1):
+            run = tmp_path / data.name / f"latent_size={d}" / f"seed={s}"
+            assert (run / "metrics.json").is_file() and (run / "entropy.json").is_file()
+    assert len(table) == 4 and SCHEMA <= set(table.columns)
+    on_disk = pd.read_csv(tmp_path / "results.csv")
+    assert len(on_disk) == 4 and SCHEMA <= set(on_disk.columns)
+    assert sorted(zip(on_disk.latent_size, on_disk.seed)) == [(1, 0), (1, 1), (4, 0), (4, 1)]
+    assert on_disk["auroc"].between(0, 1).all() and (on_disk["train_seconds"] > 0).all()
+    measured = ["h_z", "h_z_stderr", "h_z_gaussian", "info_z", "id_mle_z", "mi_code_label", "h_z_abnormal_excess"]
+    assert on_disk[measured].notna().all().all() and "errors" not in on_disk.columns
+    assert (on_disk["h_z"] <= on_disk["h_z_gaussian"] + 3 * on_disk["h_z_stderr"] + 0.5).all()  # Gaussian bound
+    assert (on_disk["mi_code_label"] <= 0.6931 + 0.1).all()  # I(Z; Y) <= log 2 for balanced classes
+    assert (tmp_path / "results.parquet").is_file()
+    assert pd.read_parquet(tmp_path / "results.parquet").shape == on_disk.shape
+    # A second identical call trains nothing and changes no run file.
+    before = _snapshot(tmp_path)
+    run_sweep(data, [1, 4], [0, 1], 1, tmp_path, executor="sequential", progress=False)
+    assert len(calls) == 4 and _snapshot(tmp_path) == before
+
+
+def test_resume_after_an_interruption_loses_and_recomputes_nothing(tmp_path, data, monkeypatch):
+    real = checkpoint.run_training
+    state = {"n": 0}
+
+    def interrupted(*args, **kwargs):
+        state["n"] += 1
+        if state["n"] == 3:
+            raise KeyboardInterrupt  # Ctrl-C in the middle of the third run
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(checkpoint, "run_training", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(data, [1, 2, 4], [0], 1, tmp_path, executor="sequential", progress=False)
+    assert len(completed_runs(tmp_path)) == 2
+    before = _snapshot(tmp_path)
+    monkeypatch.setattr(checkpoint, "run_training", real)
+    calls = _count_trainings(monkeypatch)
+    table = run_sweep(data, [1, 2, 4], [0], 1, tmp_path, executor="sequential", progress=False)
+    assert calls == [(4, 0)]  # only the interrupted run is trained again
+    after = _snapshot(tmp_path)
+    assert {k: v for k, v in after.items() if k in before} == before  # completed runs untouched
+    assert len(table) == 3
+
+
+def test_failed_run_is_reported_and_retried(tmp_path, data, monkeypatch):
+    real = checkpoint.run_training
+
+    def failing(data_, config, run_dir, *args, **kwargs):
+        if config.latent_size == 2:
+            raise FloatingPointError("loss diverged (injected)")
+        return real(data_, config, run_dir, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint, "run_training", failing)
+    with pytest.raises(SweepError, match="(?s)1 of 2 runs failed.*latent_size=2.*injected"):
+        run_sweep(data, [1, 2], [0], 1, tmp_path, executor="sequential", progress=False)
+    assert list(load_results(tmp_path)["latent_size"]) == [1]  # the completed run is in the table
+    monkeypatch.setattr(checkpoint, "run_training", real)
+    calls = _count_trainings(monkeypatch)
+    run_sweep(data, [1, 2], [0], 1, tmp_path, executor="sequential", progress=False)
+    assert calls == [(2, 0)]
+
+
+def test_killed_sweep_process_resumes(tmp_path):
+    out, markers = tmp_path / "sweep", tmp_path / "markers"
+    markers.mkdir()
+    args = ["sweep", "--data", SPEC, "--image-size", "16", "--latent-sizes", "1,2,4", "--seeds", "0",
+            "--epochs", "1", "--out", str(out), "--executor", "sequential", "--quiet"]
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
+    child = subprocess.Popen([sys.executable, "-m", "tests._sweep_child", str(markers), "--", *args],
+                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 120
+    while not (markers / "hanging").exists():
+        assert child.poll() is None, child.stdout.read().decode()
+        assert time.time() < deadline, "the child sweep never reached its third run"
+        time.sleep(0.1)
+    child.send_signal(signal.SIGKILL)  # killed in the middle of the third run
+    child.wait(timeout=30)
+    assert len(completed_runs(out)) == 2
+    before = _snapshot(out)
+    assert main(args) == 0
+    after = _snapshot(out)
+    assert {k: v for k, v in after.items() if k in before} == before
+    assert len(completed_runs(out)) == 3 and len(pd.read_csv(out / "results.csv")) == 3
+
+
+def test_collect_measures_runs_missing_entropy(tmp_path, data):
+    run_sweep(data, [2], [0], 1, tmp_path, executor="sequential", progress=False)
+    entropy_file = next(iter(completed_runs(tmp_path))) / "entropy.json"
+    entropy_file.unlink()
+    table = collect_results(tmp_path)
+    assert entropy_file.is_file() and table["h_z"].notna().all()
+
+
+def test_local_executor_gives_the_same_table(tmp_path, data):
+    pytest.importorskip("analysis.executors")
+    seq = run_sweep(data, [1], [0, 1], 1, tmp_path / "seq", executor="sequential", progress=False)
+    # in_process: the map_runs path (names, callbacks, outcomes) without paying for spawned workers
+    loc = run_sweep(data, [1], [0, 1], 1, tmp_path / "loc", executor="local", workers=1, progress=False,
+                    in_process=True)
+    columns = ["latent_size", "seed", "auroc", "ap", "rec_error_train_normal", "h_z", "id_mle_z"]
+    pd.testing.assert_frame_equal(seq[columns], loc[columns], rtol=1e-5)
+
+
+def test_batched_sweep_matches_one_by_one(tmp_path, data, monkeypatch):
+    pytest.importorskip("entropy_ae.batched")
+    seq = run_sweep(data, [1, 2], [0], 1, tmp_path / "seq", executor="sequential", progress=False)
+    calls = _count_trainings(monkeypatch)
+    bat = run_sweep(data, [1, 2], [0], 1, tmp_path / "bat", batched=True, progress=False)
+    assert calls == []  # trained by entropy_ae.batched, not one by one
+    columns = ["latent_size", "seed", "auroc", "rec_error_train_normal", "id_mle_z"]
+    pd.testing.assert_frame_equal(seq[columns], bat[columns], rtol=1e-3)
+
+
+def test_cli_end_to_end(tmp_path, capsys):
+    out = tmp_path / "study"
+    figures = tmp_path / "figures"
+    assert main(["study", "--data", SPEC, "--image-size", "16", "--latent-sizes", "1,2,4", "--seeds", "0",
+                 "--epochs", "2", "--out", str(out), "--executor", "sequential", "--quiet",
+                 "--figures-dir", str(figures)]) == 0
+    printed = capsys.readouterr().out
+    assert "recommended latent size" in printed
+    for name in ("report.md", "report.html", "recommendation.json", "results.csv"):
+        assert (out / name).is_file(), name
+    rec = json.loads((out / "recommendation.json").read_text())
+    assert rec["latent_size"] in (1, 2, 4) and rec["criterion"] and rec["evidence"]
+    assert len(list(figures.glob("*.png"))) >= 4
+
+    run = next(iter(completed_runs(out)))
+    assert main(["entropy", str(run), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert {"h_z", "stderr", "units", "method", "n", "latent_size"} <= set(result)
+    assert result["units"] == "nats" and result["n"] == 48 and result["method"] == "knn"
+    assert main(["entropy", str(run), "--split", "test-abnormal", "--method", "gaussian"]) == 0
+    assert "nats" in capsys.readouterr().out
+
+    assert main(["recommend", str(out), "--criterion", "rec_elbow"]) == 0
+    assert json.loads(capsys.readouterr().out)["criterion"] == "rec_elbow"
+    assert json.loads((out / "recommendation.json").read_text())["criterion"] == "rec_elbow"
+    assert main(["recommend", "--data", SPEC, "--image-size", "16"]) == 0
+    assert json.loads(capsys.readouterr().out)["criterion"] == "intrinsic_dimension"
+
+    assert main(["report", str(out), "--no-paper-reference"]) == 0
+    assert (out / "figures" / "rec_error_vs_latent_size.png").is_file()
+
+
+def test_cli_errors(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    assert "no results table" in capsys.readouterr().err
+    assert main(["recommend"]) == 2
+    assert "sweep directory" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["sweep", "--out", str(tmp_path), "--latent-sizes", "1,x"])

@@ -1,0 +1,277 @@
+"""Batched training (issue 5): every model trained in a group equals the model trained alone.
+
+Tolerances. On CPU with the default options the batched path runs, for every
+model, the same kernels on the same shapes as ``train_model`` (the 1-channel
+first/last convolutions and the latent-size Linears run per model, everything
+else is a grouped/batched kernel that reduces each model's data in the same
+order), so the tests demand bit-identical weights, BatchNorm buffers and loss
+histories (``torch.equal``, ``==``). Where a test checks the padded-and-masked
+latent path at a latent size below ~16, BLAS picks a different kernel for the
+narrow output and rounds differently (float32, ~1e-7 relative per operation);
+Adam divides every gradient element by its own running magnitude, so rounding
+differences in near-zero gradient elements (e.g. Linear biases in front of
+BatchNorm, whose true gradient is 0) grow into lr-sized steps over training.
+Those tests therefore compare only what rounding alone bounds: one forward pass
+(the first step's loss, relative 1e-6 = ~10 float32 roundings deep) and the
+exact zeros of the padded weights.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from entropy_ae import batched
+from entropy_ae.batched import (
+    BatchedOptions,
+    StackedAutoencoder,
+    estimate_group_bytes,
+    plan_groups,
+    run_trainings_batched,
+    train_models_batched,
+)
+from entropy_ae.checkpoint import run_training
+from entropy_ae.model import Autoencoder, count_parameters
+from entropy_ae.reproducibility import seed_everything
+from entropy_ae.training import TrainConfig, train_model
+
+from .conftest import make_tiny_data
+
+# 21 images in batches of 4: five steps per epoch and a final batch of one, which must be skipped.
+N_TRAIN = 21
+
+
+def _config(latent_size, seed, epochs=2, batch_size=4, **kw):
+    return TrainConfig(latent_size=latent_size, seed=seed, epochs=epochs, batch_size=batch_size, device="cpu", **kw)
+
+
+def _assert_same_model(a: Autoencoder, b: Autoencoder) -> None:
+    assert a.latent_size == b.latent_size and a.image_size == b.image_size
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for key in sa:
+        assert torch.equal(sa[key], sb[key]), f"{key} differs"
+    assert not a.training and not b.training
+
+
+@pytest.fixture(scope="module")
+def data():
+    return make_tiny_data(n_train=N_TRAIN)
+
+
+@pytest.fixture(scope="module")
+def alone(data):
+    """train_model results, memoised per config."""
+    cache = {}
+
+    def get(config):
+        key = tuple(sorted(config.to_dict().items()))
+        if key not in cache:
+            cache[key] = train_model(data, config, progress=False)
+        return cache[key]
+
+    return get
+
+
+MIXED = [(2, 0), (16, 1), (5, 0), (16, 0)]  # two latent sizes share seed 0, one size has two seeds
+
+
+def test_batched_equals_alone_bit_for_bit(data, alone):
+    configs = [_config(d, s) for d, s in MIXED]
+    results = train_models_batched(data, configs, progress=False)
+    assert len(results) == len(configs)
+    for config, (model, history) in zip(configs, results):
+        ref_model, ref_history = alone(config)
+        _assert_same_model(model, ref_model)  # weights and BN running stats / counters
+        assert history == ref_history
+        assert len(history) == config.epochs
+
+
+def test_results_do_not_depend_on_group_size(data, alone):
+    configs = [_config(d, s) for d, s in MIXED]
+    for cap in (1, 3):
+        for config, (model, history) in zip(configs, train_models_batched(data, configs, max_models_per_group=cap)):
+            ref_model, ref_history = alone(config)
+            _assert_same_model(model, ref_model)
+            assert history == ref_history
+
+
+def test_masked_model_trains_exactly_like_small_model(data, alone):
+    # Padded-and-masked latent path (the GPU default): d=16 padded to 32.
+    configs = [_config(16, 0), _config(32, 1)]
+    results = train_models_batched(data, configs, options=BatchedOptions(ragged_latent=False))
+    for config, (model, history) in zip(configs, results):
+        ref_model, ref_history = alone(config)
+        _assert_same_model(model, ref_model)
+        assert history == ref_history
+
+
+def test_masked_narrow_latent_first_step_matches(data):
+    # d=2 padded to 16: one step, so only one forward's rounding separates the losses.
+    one_step = make_tiny_data(n_train=4)
+    configs = [_config(2, 0, epochs=1), _config(16, 1, epochs=1)]
+    results = train_models_batched(one_step, configs, options=BatchedOptions(ragged_latent=False))
+    for config, (_model, history) in zip(configs, results):
+        _ref, ref_history = train_model(one_step, config)
+        assert history == pytest.approx(ref_history, rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    "options, rel",
+    [
+        # The CUDA default (grouped edge convs, padded+masked latents): rounding of one forward only.
+        (BatchedOptions(split_edge_convs=False, ragged_latent=False), 1e-6),
+        (BatchedOptions(channels_last=True), 1e-6),
+        # bf16 keeps 8 significant bits (relative rounding 2^-9 = 2e-3 per operation); a few
+        # dozen operations deep, 2e-2 bounds the first loss.
+        (BatchedOptions(autocast_bf16=True), 2e-2),
+    ],
+)
+def test_gpu_switches_run_on_cpu_and_keep_the_first_loss(options, rel):
+    one_step = make_tiny_data(n_train=4)
+    configs = [_config(2, 0, epochs=1), _config(16, 1, epochs=1)]
+    for config, (model, history) in zip(configs, train_models_batched(one_step, configs, options=options)):
+        _ref, ref_history = train_model(one_step, config)
+        assert history == pytest.approx(ref_history, rel=rel)
+        assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+@pytest.mark.parametrize("ragged", [False, True])
+def test_padded_latent_units_stay_exactly_zero(ragged):
+    seed_everything(0)
+    models = [Autoencoder(2, 16), Autoencoder(16, 16), Autoencoder(5, 16)]
+    stacked = StackedAutoencoder.from_models(models).split_edge_convs(True).ragged_latent(ragged)
+    optimiser = torch.optim.Adam(stacked.parameters(), lr=1e-3)
+    x = torch.rand(4, 3, 16, 16) * 2 - 1
+    for _ in range(3):
+        x_hat, z = stacked(x)
+        optimiser.zero_grad()
+        (x_hat - x).pow(2).mean(dim=(0, 2, 3)).sum().backward()
+        enc, dec = stacked.encoder_fc[-1], stacked.decoder_fc[0]
+        for i, d in enumerate((2, 16, 5)):
+            assert torch.all(z[i, :, d:] == 0)
+            assert torch.all(enc.weight.grad[i, d:] == 0) and torch.all(enc.bias.grad[i, d:] == 0)
+            assert torch.all(dec.weight.grad[i, :, d:] == 0)
+        optimiser.step()
+    for i, d in enumerate((2, 16, 5)):
+        assert torch.all(enc.weight[i, d:] == 0) and torch.all(enc.bias[i, d:] == 0)
+        assert torch.all(dec.weight[i, :, d:] == 0)
+        assert enc.weight[i, :d].abs().sum() > 0  # the used part did train
+
+
+def test_stack_unstack_round_trip():
+    seed_everything(3)
+    models = [Autoencoder(d, 32) for d in (1, 7, 4)]
+    for m in models:  # non-trivial buffers too
+        for name, buf in m.named_buffers():
+            buf.copy_(torch.rand_like(buf.float()).to(buf.dtype) if buf.is_floating_point() else buf + 5)
+    back = StackedAutoencoder.from_models(models).unstack()
+    for a, b in zip(models, back):
+        b.train(a.training)
+        sa, sb = a.state_dict(), b.state_dict()
+        assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_batchnorm_statistics_are_per_model():
+    seed_everything(0)
+    models = [Autoencoder(4, 16), Autoencoder(4, 16)]
+    stacked = StackedAutoencoder.from_models(models).split_edge_convs(True)
+    x = torch.rand(6, 2, 16, 16) * 2 - 1
+    x[:, 1] = x[:, 1] * 0.1 + 0.8  # model 1 sees very different images
+    stacked(x)
+    for i, model in enumerate(models):
+        model.train()
+        model(x[:, i : i + 1].contiguous())
+    back = stacked.unstack()
+    for key in ("encoder_conv.1.running_mean", "encoder_conv.1.running_var", "encoder_fc.2.running_mean",
+                "decoder_fc.1.running_var", "decoder_conv.7.running_mean"):
+        for i in range(2):
+            assert torch.equal(back[i].state_dict()[key], models[i].state_dict()[key]), key
+        assert not torch.allclose(back[0].state_dict()[key], back[1].state_dict()[key])
+    assert int(back[0].state_dict()["encoder_conv.1.num_batches_tracked"]) == 1
+
+
+def test_plan_groups_caps_sorts_and_separates():
+    configs = [_config(d, s) for d, s in [(1, 0), (128, 0), (16, 0), (64, 1), (2, 1), (8, 2), (32, 2)]]
+    configs.append(_config(4, 0, epochs=3))  # other epochs: never with the rest
+    devices = [torch.device("cpu")] * len(configs)
+    groups = plan_groups(configs, devices, 3)
+    assert sorted(i for g in groups for i in g) == list(range(len(configs)))
+    assert [len(g) for g in groups] == [3, 3, 1, 1]
+    assert [[configs[i].latent_size for i in g] for g in groups] == [[128, 64, 32], [16, 8, 2], [1], [4]]
+    assert plan_groups(configs, devices, 100)[0] == [1, 3, 6, 2, 5, 4, 0]
+    # per-config caps: a group takes the cap of its largest-latent member
+    caps = [5, 1, 5, 5, 5, 5, 5, 5]
+    assert [len(g) for g in plan_groups(configs, devices, caps)] == [1, 5, 1, 1]
+    with pytest.raises(ValueError, match="max_models_per_group"):
+        plan_groups(configs, devices, 0)
+
+
+def test_memory_estimate_is_linear_in_models():
+    one = estimate_group_bytes(1, 64, 64, 16)
+    assert estimate_group_bytes(24, 64, 64, 16) == pytest.approx(24 * one, rel=1e-9, abs=24)
+    with torch.device("meta"):
+        params = count_parameters(Autoencoder(16, 64))
+    assert params == 2_351_185
+    state = 16 * params  # param, grad, Adam m and v in float32
+    activations = one - state
+    # every 64x64 image keeps at least its 16x32x32 first-layer output per model
+    assert activations > 64 * 16 * 32 * 32 * 4
+    assert estimate_group_bytes(1, 128, 64, 16) - state == pytest.approx(2 * activations, rel=1e-6)
+
+
+def test_automatic_cap_fits_the_memory(data, monkeypatch):
+    per_model = estimate_group_bytes(1, 4, 16, 16)
+    monkeypatch.setattr(batched, "available_memory_bytes", lambda device: int(2.5 * per_model) + data.train.nbytes)
+    sizes = []
+    real = batched._train_group
+
+    def spy(x_train, configs, *args):
+        sizes.append(len(configs))
+        return real(x_train, configs, *args)
+
+    monkeypatch.setattr(batched, "_train_group", spy)
+    configs = [_config(16, s, epochs=1) for s in range(5)]
+    train_models_batched(data, configs)
+    assert sizes == [2, 2, 1]
+
+
+def test_bad_arguments_are_refused(data, tmp_path):
+    configs = [_config(4, 0)]
+    with pytest.raises(ValueError, match="max_models_per_group"):
+        train_models_batched(data, configs, max_models_per_group=0)
+    with pytest.raises(ValueError, match="at least one"):
+        train_models_batched(data, [])
+    with pytest.raises(ValueError, match="CUDA"):
+        train_models_batched(data, configs, options=BatchedOptions(cuda_graphs=True))
+    with pytest.raises(ValueError, match="run_dirs"):
+        run_trainings_batched(data, configs, [tmp_path / "a", tmp_path / "b"])
+
+
+def test_run_trainings_batched_writes_the_same_run_dirs(tmp_path, alone):
+    data = make_tiny_data(n_train=N_TRAIN)
+    configs = [_config(3, 0), _config(8, 1)]
+    batched_dirs = [tmp_path / "batched" / f"d{c.latent_size}" for c in configs]
+    metrics = run_trainings_batched(data, configs, batched_dirs)
+    for config, bdir, bmetrics in zip(configs, batched_dirs, metrics):
+        adir = tmp_path / "alone" / f"d{config.latent_size}"
+        ametrics = run_training(data, config, adir)
+        wa, wb = load_file(str(adir / "weights.safetensors")), load_file(str(bdir / "weights.safetensors"))
+        assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+        assert (adir / "loss_history.csv").read_text() == (bdir / "loss_history.csv").read_text()
+        ca, cb = (json.loads((d / "config.json").read_text()) for d in (adir, bdir))
+        ca.pop("created"), cb.pop("created")
+        assert ca == cb
+        on_disk = json.loads((bdir / "metrics.json").read_text())
+        assert on_disk == bmetrics
+        assert on_disk["train_seconds"] > 0
+        for m in (ametrics, bmetrics):
+            m.pop("train_seconds")
+        assert ametrics == bmetrics  # same weights, same evaluation: exactly equal
+        assert sorted(p.name for p in adir.iterdir()) == sorted(p.name for p in bdir.iterdir())
+    # A completed run is refused before anything is trained.
+    with pytest.raises(FileExistsError):
+        run_trainings_batched(data, configs, batched_dirs)

@@ -1,0 +1,58 @@
+"""The notebooks run top to bottom (on tiny settings), so they can never rot."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+nbformat = pytest.importorskip("nbformat")
+nbclient = pytest.importorskip("nbclient")
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = {
+    "EAE_NB_DATA": "synthetic[k=2,n_train=48,n_val=12,n_test=24]",
+    "EAE_NB_IMAGE_SIZE": "16",
+    "EAE_NB_EPOCHS": "1",
+    "EAE_NB_LATENT_SIZE": "2",
+    "EAE_NB_LATENT_SIZES": "1,2",
+    "EAE_NB_SEEDS": "0",
+    "OMP_NUM_THREADS": "1",
+    "MPLBACKEND": "module://matplotlib_inline.backend_inline",
+}
+
+
+def _execute(name: str, tmp_path: Path, monkeypatch, **env) -> nbformat.NotebookNode:
+    for key, value in {**TINY, **env}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("PYTHONPATH", str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    notebook = nbformat.read(REPO / "notebooks" / name, as_version=4)
+    client = nbclient.NotebookClient(notebook, timeout=120, kernel_name="python3",
+                                     resources={"metadata": {"path": str(tmp_path)}})
+    client.execute()
+    return notebook
+
+
+def _outputs(notebook) -> list:
+    return [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
+
+
+def test_quickstart_notebook(tmp_path, monkeypatch):
+    notebook = _execute("quickstart.ipynb", tmp_path, monkeypatch, EAE_NB_OUT=str(tmp_path / "run"))
+    assert (tmp_path / "run" / "metrics.json").is_file()
+    outputs = _outputs(notebook)
+    assert not [o for o in outputs if o.output_type == "error"]
+    text = "".join(str(o.get("data", {}).get("text/plain", "")) + str(o.get("text", "")) for o in outputs)
+    assert "'units': 'nats'" in text and "intrinsic dimension" in text
+    assert any("image/png" in o.get("data", {}) for o in outputs)
+
+
+def test_explore_sweep_notebook(tmp_path, monkeypatch):
+    sweep_dir = tmp_path / "sweep"
+    notebook = _execute("explore_sweep.ipynb", tmp_path, monkeypatch, EAE_NB_SWEEP_DIR=str(sweep_dir))
+    assert (sweep_dir / "results.csv").is_file()
+    outputs = _outputs(notebook)
+    assert sum("image/png" in o.get("data", {}) for o in outputs) >= 5  # every curve drawn
+    text = "".join(str(o.get("text", "")) + str(o.get("data", {}).get("text/plain", "")) for o in outputs)
+    assert "recommended latent size" in text and "intrinsic_dimension" in text

@@ -16,6 +16,7 @@ from pathlib import Path
 from entropy_ae.cli import _add_data_options, _positive_int
 
 from analysis.recommend import DEFAULT_CRITERION, RULES
+from analysis.executors import add_executor_options, executor_options
 
 # The study's built-in data: the synthetic set at 32x32 with fewer images than its default, so the
 # whole sweep (7 latent sizes x 2 seeds) finishes in a few minutes on 2 CPU cores. Its default
@@ -68,6 +69,7 @@ def _add_sweep_options(parser: argparse.ArgumentParser, *, data: str, latent_siz
     parser.add_argument("--method", default="knn", choices=("knn", "kde", "binned", "gaussian"),
                         help="entropy estimator for H(Z) (default: knn)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    add_executor_options(parser)
 
 
 def _sweep(args):
@@ -81,7 +83,8 @@ def _sweep(args):
     data = load_data(args.data, image_size=args.image_size, seed=args.data_seed, **data_kwargs)
     return run_sweep(data, args.latent_sizes, args.seeds, args.epochs, args.out, batch_size=args.batch_size,
                      lr=args.lr, device=args.device, executor=args.executor, workers=args.workers,
-                     batched=args.batched, method=args.method, progress=not args.quiet)
+                     batched=args.batched, method=args.method, progress=not args.quiet,
+                     **executor_options(args))
 
 
 def cmd_sweep(args) -> int:

@@ -160,7 +160,6 @@ def test_collect_measures_runs_missing_entropy(tmp_path, data):
 
 
 def test_local_executor_gives_the_same_table(tmp_path, data):
-    pytest.importorskip("analysis.executors")
     seq = run_sweep(data, [1], [0, 1], 1, tmp_path / "seq", executor="sequential", progress=False)
     # in_process: the map_runs path (names, callbacks, outcomes) without paying for spawned workers
     loc = run_sweep(data, [1], [0, 1], 1, tmp_path / "loc", executor="local", workers=1, progress=False,
@@ -170,7 +169,6 @@ def test_local_executor_gives_the_same_table(tmp_path, data):
 
 
 def test_batched_sweep_matches_one_by_one(tmp_path, data, monkeypatch):
-    pytest.importorskip("entropy_ae.batched")
     seq = run_sweep(data, [1, 2], [0], 1, tmp_path / "seq", executor="sequential", progress=False)
     calls = _count_trainings(monkeypatch)
     bat = run_sweep(data, [1, 2], [0], 1, tmp_path / "bat", batched=True, progress=False)

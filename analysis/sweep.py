@@ -253,18 +253,41 @@ def _run_sequential(items: list[RunItem], progress: bool) -> list[str]:
     return failures
 
 
-def _run_batched(items: list[RunItem], data, progress: bool) -> list[str]:
+def train_group(items: list[RunItem | dict]) -> list[dict]:
+    """Train a group of grid points together (``entropy_ae.batched``), then measure each.
+
+    Module level, so it is also a job for ``map_runs``: with ``--batched`` and an executor, each
+    job is a group of models rather than one. Runs already complete are not retrained.
+    """
     from entropy_ae.batched import run_trainings_batched
     from entropy_ae.training import TrainConfig
 
-    configs = [TrainConfig(latent_size=i.latent_size, epochs=i.epochs, batch_size=i.batch_size, lr=i.lr,
-                           seed=i.seed, device=i.device) for i in items]
+    items = [RunItem(**i) if isinstance(i, dict) else i for i in items]
+    todo = [i for i in items if not is_done(i.run_dir)]
+    if todo:
+        data = _load(todo[0].data_spec, todo[0].image_size)
+        configs = [TrainConfig(latent_size=i.latent_size, epochs=i.epochs, batch_size=i.batch_size, lr=i.lr,
+                               seed=i.seed, device=i.device) for i in todo]
+        run_trainings_batched(data, configs, [i.run_dir for i in todo])
+    # Measuring goes through the same per-run function, which skips the completed trainings.
+    return [train_one(i) for i in items]
+
+
+def _groups(items: list, n_groups: int) -> list[list]:
+    """Deal the items round-robin into at most ``n_groups`` non-empty groups (similar sizes and costs)."""
+    n_groups = max(1, min(n_groups, len(items)))
+    return [items[g::n_groups] for g in range(n_groups)]
+
+
+def _run_batched(items: list[RunItem], progress: bool) -> list[str]:
     _log(f"sweep: training {len(items)} models together (batched)", progress)
     start = time.perf_counter()
-    run_trainings_batched(data, configs, [i.run_dir for i in items])
-    _log(f"sweep: batched training done in {time.perf_counter() - start:.1f} s; measuring entropies", progress)
-    # Measuring goes through the same per-run function, which skips the completed trainings.
-    return _run_sequential(items, progress=False)
+    try:
+        train_group(items)
+    except Exception as err:  # noqa: BLE001 -- reported like any failed run; completed groups are kept
+        return [f"batched group of {len(items)} runs: {type(err).__name__}: {err}"]
+    _log(f"sweep: batched training and measurements done in {time.perf_counter() - start:.1f} s", progress)
+    return []
 
 
 def run_sweep(data, latent_sizes, seeds, epochs: int, out, *, image_size: int = 64, data_seed: int = 0,
@@ -321,24 +344,25 @@ def run_sweep(data, latent_sizes, seeds, epochs: int, out, *, image_size: int = 
 
 
 def _dispatch(pending, data, executor, workers, batched, out, progress, options) -> list[str]:
-    if batched:
-        try:
-            import entropy_ae.batched  # noqa: F401
-        except ModuleNotFoundError:
-            _log("sweep: entropy_ae.batched is not installed; training one model at a time", progress)
-        else:
-            return _run_batched(pending, data, progress)
     map_runs = _map_runs()
     if executor is None:
-        executor = "local" if map_runs is not None else "sequential"
+        # Batched training defaults to one group in this process: the point is one set of kernels.
+        executor = "sequential" if batched or map_runs is None else "local"
     if executor not in EXECUTORS:
         raise ValueError(f"unknown executor {executor!r}; choose one of {EXECUTORS}")
     if executor == "sequential":
-        return _run_sequential(pending, progress)
+        return _run_batched(pending, progress) if batched else _run_sequential(pending, progress)
     if map_runs is None:
         raise ValueError(f"executor {executor!r} needs analysis.executors, which is not installed; "
                          "use --executor sequential")
-    _log(f"sweep: running {len(pending)} runs with the {executor!r} executor", progress)
+    if batched:
+        # One job per group of models; --workers sets how many groups (default 1).
+        fn, jobs = train_group, [[asdict(i) for i in g] for g in _groups(pending, workers or 1)]
+        names = [f"group-{g}" for g in range(len(jobs))]
+    else:
+        fn, jobs = train_one, [asdict(i) for i in pending]
+        names = [str(Path(i.run_dir).relative_to(out)) for i in pending]
+    _log(f"sweep: running {len(pending)} runs as {len(jobs)} jobs with the {executor!r} executor", progress)
     start = time.perf_counter()
     counter = {"done": 0}
 
@@ -347,14 +371,13 @@ def _dispatch(pending, data, executor, workers, batched, out, progress, options)
         done = counter["done"]
         elapsed = time.perf_counter() - start
         state = "done" if outcome.ok else f"FAILED ({outcome.error}; log: {outcome.log_path})"
-        _log(f"sweep: {done}/{len(pending)} new runs finished: {Path(outcome.item['run_dir']).relative_to(out)} "
-             f"{state}; {len(pending) - done} left, ETA {elapsed / done * (len(pending) - done):.0f} s", progress)
+        _log(f"sweep: {done}/{len(jobs)} jobs finished: {names[jobs.index(outcome.item)]} {state}; "
+             f"{len(jobs) - done} left, ETA {elapsed / done * (len(jobs) - done):.0f} s", progress)
 
-    names = [str(Path(i.run_dir).relative_to(out)) for i in pending]
-    outcomes = map_runs(train_one, [asdict(i) for i in pending], executor=executor, workers=workers,
+    outcomes = map_runs(fn, jobs, executor=executor, workers=workers,
                         log_dir=str(out / "logs"), names=names, callback=report, **options)
-    failures = [f"{o.item['run_dir']}: {o.error} (log: {o.log_path})" for o in outcomes if not o.ok]
-    _log(f"sweep: {len(pending) - len(failures)} runs finished, {len(failures)} failed, "
+    failures = [f"{name}: {o.error} (log: {o.log_path})" for name, o in zip(names, outcomes) if not o.ok]
+    _log(f"sweep: {len(jobs) - len(failures)} jobs finished, {len(failures)} failed, "
          f"in {time.perf_counter() - start:.1f} s", progress)
     return failures
 

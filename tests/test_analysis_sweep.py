@@ -177,6 +177,18 @@ def test_batched_sweep_matches_one_by_one(tmp_path, data, monkeypatch):
     pd.testing.assert_frame_equal(seq[columns], bat[columns], rtol=1e-3)
 
 
+def test_batched_groups_as_executor_jobs_match_one_by_one(tmp_path, data, monkeypatch):
+    """--batched with an executor: each job is a group of models; same table as one-by-one runs."""
+    seq = run_sweep(data, [1, 2], [0, 1], 1, tmp_path / "seq", executor="sequential", progress=False)
+    calls = _count_trainings(monkeypatch)
+    grouped = run_sweep(data, [1, 2], [0, 1], 1, tmp_path / "grp", batched=True, executor="local", workers=2,
+                        progress=False, in_process=True)
+    assert calls == []
+    assert sorted(p.name for p in (tmp_path / "grp" / "logs").iterdir()) == ["group-0.log", "group-1.log"]
+    columns = ["latent_size", "seed", "auroc", "rec_error_train_normal", "id_mle_z"]
+    pd.testing.assert_frame_equal(seq[columns], grouped[columns], rtol=1e-3)
+
+
 def test_cli_end_to_end(tmp_path, capsys):
     out = tmp_path / "study"
     figures = tmp_path / "figures"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -11,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from analysis.executors import add_executor_options, executor_options, local_slots, map_runs, run_logged, slurm_executor
+from analysis.executors import executor_options, local_slots, map_runs, run_logged, slurm_executor
 from tests import _executor_jobs as jobs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -193,11 +192,28 @@ def test_in_process_mode_runs_here_and_still_captures_failures(tmp_path):
 # ----------------------------------------------------------------------------- slurm without a cluster
 
 
-def sweep_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--executor", default=None)
-    add_executor_options(parser)
-    return parser
+def sweep_parser():
+    """The real ``entropy-ae sweep`` parser, so the test also proves the flags are wired into the CLI."""
+    from entropy_ae.cli import build_parser
+
+    parser = build_parser()
+
+    class SweepOnly:
+        def parse_args(self, argv):
+            return parser.parse_args(["sweep", "--out", "unused", *argv])
+
+    return SweepOnly()
+
+
+def test_an_option_for_another_backend_is_refused_by_the_sweep_command(tmp_path, capsys):
+    from entropy_ae.cli import main
+
+    code = main(["sweep", "--data", "synthetic[n_train=64,n_val=16,n_test=32]", "--image-size", "16",
+                 "--latent-sizes", "1", "--seeds", "0", "--epochs", "1", "--out", str(tmp_path / "s"),
+                 "--executor", "local", "--slurm-partition", "gpu"])
+    assert code == 2
+    assert "--slurm-partition" in capsys.readouterr().err
+    assert not (tmp_path / "s" / "results.csv").exists()
 
 
 def test_slurm_command_line_options_reach_the_job_array_script(tmp_path):

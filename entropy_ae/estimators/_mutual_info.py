@@ -8,7 +8,7 @@ import numpy as np
 from scipy.special import digamma
 
 from ._entropy import _entropy_nats, _plugin_mm
-from ._neighbors import count_within, knn_distances
+from ._neighbors import count_within, knn_distances, ksg_counts
 from ._validation import (
     check_inputs,
     check_method,
@@ -235,15 +235,11 @@ def _raw(blocks, method, k, device) -> float:
 def _ksg(blocks, k, device) -> float:
     """KSG estimator 1 (two blocks) or Frenzel-Pompe (three blocks, last = Z), max-norm."""
     n = len(blocks[0])
-    eps = knn_distances(np.hstack(blocks), k, "chebyshev", device)[:, -1]
-
-    def avg_psi(*parts):
-        counts = count_within(np.hstack([blocks[p] for p in parts]), eps, "chebyshev", device)
-        return float(digamma(counts + 1).mean())
-
+    subsets = [(0,), (1,)] if len(blocks) == 2 else [(0, 2), (1, 2), (2,)]
+    avg_psi = [float(digamma(c + 1).mean()) for c in ksg_counts(blocks, subsets, k, device)]
     if len(blocks) == 2:
-        return float(digamma(k) + digamma(n)) - avg_psi(0) - avg_psi(1)
-    return float(digamma(k)) - avg_psi(0, 2) - avg_psi(1, 2) + avg_psi(2)
+        return float(digamma(k) + digamma(n)) - avg_psi[0] - avg_psi[1]
+    return float(digamma(k)) - avg_psi[0] - avg_psi[1] + avg_psi[2]
 
 
 def _binned_joint_entropy(blocks):

@@ -42,7 +42,7 @@ def test_bad_device_is_refused(tiny_data):
 # --------------------------------------------------------------------------------------- training loop
 
 def reference_loop(data, config):
-    """The loop as written in CONTRACTS.md, re-typed independently of entropy_ae.training."""
+    """The reference loop as the README describes it, re-typed independently of entropy_ae.training."""
     seed_everything(config.seed)
     model = Autoencoder(config.latent_size, data.image_size)
     opt = torch.optim.Adam(model.parameters(), config.lr)

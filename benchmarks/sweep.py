@@ -2,11 +2,13 @@
 
 Three parts, all in one run (ratios are only compared within a run):
 
-* CPU (default): ``--latent-sizes`` x ``--seeds`` (4 x 2) trained with
-  ``train_models_batched`` and one by one with this toolkit's own
-  ``train_model``, alternating, same process; prints both wall times, the
-  ratio, and whether every batched model is bit-identical to its one-by-one
-  twin.
+* CPU (default): ``--latent-sizes`` x ``--seeds`` (4 x 2) trained three ways
+  in rotating order, same process: one by one with this toolkit's own
+  ``train_model`` on ``--threads`` threads; ``train_models_batched`` with its
+  CPU default (``per_core``: one model per core, one thread each); and with
+  the ``stacked`` strategy (the GPU path). Prints the wall times, the ratios
+  and how far the results are from the one-by-one runs. ``--background-load
+  N`` keeps N busy processes running meanwhile, as on a shared machine.
 * ``--gpu``: the full Table-1 sweep (8 latent sizes x 3 seeds x 250 epochs,
   4000 images of 64x64, batch 64) batched, against the paper-style loop
   (DataLoader + per-item PIL transform, ``benchmarks/training.py``) run for
@@ -22,7 +24,8 @@ Three parts, all in one run (ratios are only compared within a run):
 
 Usage::
 
-    .venv/bin/python benchmarks/sweep.py --threads 2          # CPU, ~1-5 min on a busy 2-core machine
+    .venv/bin/python benchmarks/sweep.py --threads 2          # CPU, ~2-5 min on a 2-core machine
+    .venv/bin/python benchmarks/sweep.py --threads 2 --background-load 1   # the same, one core taken
     .venv/bin/python benchmarks/sweep.py --gpu                # needs CUDA
     .venv/bin/python benchmarks/sweep.py --flops-only         # the hardware-limit table only
 """
@@ -35,6 +38,7 @@ import importlib.util
 import shutil
 import statistics
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -106,39 +110,74 @@ def _same(a, b) -> bool:
     return ha == hb and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
+def _max_loss_gap(a, b) -> float:
+    """Largest relative difference between two runs' final training losses."""
+    return max(abs(ha[-1] - hb[-1]) / abs(hb[-1]) for (_ma, ha), (_mb, hb) in zip(a, b))
+
+
+class _BackgroundLoad:
+    """``n`` busy processes, to time the paths on a machine whose cores are not all free."""
+
+    def __init__(self, n: int):
+        self.n, self.procs = n, []
+
+    def __enter__(self):
+        code = "while True: pass"
+        self.procs = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(self.n)]
+        return self
+
+    def __exit__(self, *exc):
+        for proc in self.procs:
+            proc.kill()
+            proc.wait()
+
+
 def cpu_benchmark(args) -> None:
     data = load_data(args.data, image_size=args.image_size)
     configs = [TrainConfig(latent_size=d, seed=s, epochs=args.epochs, batch_size=args.batch_size, device="cpu")
                for d in _ints(args.latent_sizes) for s in _ints(args.seeds)]
+    threads = torch.get_num_threads()
     print(f"data {data.name}: {len(data.train)} train images {data.image_size}x{data.image_size}; "
           f"{len(configs)} models (latent sizes {args.latent_sizes} x seeds {args.seeds}), "
-          f"{args.epochs} epochs, batch {args.batch_size}, {torch.get_num_threads()} thread(s)")
-    # Untimed warm-up of both paths with the timed shapes, one step each (allocator, oneDNN
+          f"{args.epochs} epochs, batch {args.batch_size}, {threads} torch thread(s), "
+          f"{args.background_load} busy background process(es)")
+    paths = {
+        # The toolkit's own loop, one model after another, on all the threads.
+        "one-by-one": lambda d: [train_model(d, c, progress=False) for c in configs],
+        # The CPU default of train_models_batched: one model per core at a time.
+        "per-core": lambda d: train_models_batched(d, configs, progress=False),
+    }
+    if not args.skip_stacked:
+        paths["stacked"] = lambda d: train_models_batched(d, configs, progress=False,
+                                                          options=BatchedOptions(strategy="stacked"))
+    # Untimed warm-up of every path with the timed shapes, one step each (allocator, oneDNN
     # primitives are created per shape: the first step of a new shape is slow).
     one_step = dataclasses.replace(data, train=data.train[: args.batch_size])
-    warm = [dataclasses.replace(c, epochs=1) for c in configs]
-    train_models_batched(one_step, warm, progress=False)
-    for c in warm:
-        train_model(one_step, c, progress=False)
+    for run in paths.values():
+        run(one_step)
 
-    times = {"batched": [], "one-by-one": []}
+    times = {name: [] for name in paths}
     results = {}
-    for r in range(args.repeats):
-        order = ("batched", "one-by-one") if r % 2 == 0 else ("one-by-one", "batched")
-        for name in order:
-            start = time.perf_counter()
-            if name == "batched":
-                results[name] = train_models_batched(data, configs, progress=False)
-            else:
-                results[name] = [train_model(data, c, progress=False) for c in configs]
-            times[name].append(time.perf_counter() - start)
-            print(f"  {name:10s} {times[name][-1]:8.1f} s")
-    identical = all(_same(a, b) for a, b in zip(results["batched"], results["one-by-one"]))
+    names = list(paths)
+    with _BackgroundLoad(args.background_load):
+        for r in range(args.repeats):
+            order = names[r % len(names):] + names[: r % len(names)]  # rotate: no path always goes first
+            for name in order:
+                start = time.perf_counter()
+                results[name] = paths[name](data)
+                times[name].append(time.perf_counter() - start)
+                print(f"  {name:10s} {times[name][-1]:8.1f} s", flush=True)
+    base = "one-by-one"
     for label, pick in (("median", statistics.median), ("min", min)):
-        t_b, t_o = pick(times["batched"]), pick(times["one-by-one"])
-        print(f"{label:6s}: one-by-one (train_model x {len(configs)}) {t_o:.1f} s, batched {t_b:.1f} s, "
-              f"speed-up {t_o / t_b:.2f}x")
-    print(f"every batched model bit-identical to its one-by-one twin: {identical}")
+        cells = ", ".join(f"{name} {pick(times[name]):.1f} s" for name in names)
+        ratios = ", ".join(f"{name} {pick(times[base]) / pick(times[name]):.2f}x" for name in names if name != base)
+        print(f"{label:6s}: {cells}; speed-up over one-by-one: {ratios}")
+    # per-core runs the reference loop at 1 thread: bit-identical to train_model at 1 thread (tested in
+    # tests/test_batched.py); against the one-by-one runs at `threads` threads only the rounding differs.
+    print(f"largest relative gap of a final loss, per-core vs one-by-one at {threads} thread(s): "
+          f"{_max_loss_gap(results['per-core'], results[base]):.1e}")
+    if "stacked" in results:
+        print(f"stacked bit-identical to one-by-one: {all(map(_same, results['stacked'], results[base]))}")
     n = len(data.train)
     hardware_limit(_ints(args.latent_sizes), len(_ints(args.seeds)), args.epochs, n, args.image_size,
                    args.batch_size, _peaks(args.peak_tflops))
@@ -264,6 +303,9 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=int, default=3,
                         help="CPU: alternating repeats; median and min reported (min resists load from others)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    parser.add_argument("--background-load", type=int, default=0,
+                        help="CPU: busy processes running during the timed part (a shared machine)")
+    parser.add_argument("--skip-stacked", action="store_true", help="CPU: do not time the stacked strategy")
     parser.add_argument("--device", default="cuda", help="GPU mode: cuda or cuda:<i>")
     parser.add_argument("--max-models-per-group", type=int, default=None, help="GPU mode: default automatic")
     parser.add_argument("--paper-epochs", type=int, default=5, help="GPU: epochs timed per paper-style run")

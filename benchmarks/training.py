@@ -16,10 +16,14 @@ process, alternating so that load from other processes affects both alike.
 
 Throughput is training images per second (forward + backward + step),
 median over ``--repeats`` alternating repeats; the ratio is entropy-ae / paper-style.
+``--memory-format`` also times the entropy-ae loop with contiguous (NCHW) conv
+weights instead of its CPU default, channels-last
+(``entropy_ae.training.training_memory_format``), in the same alternation.
 
 Usage::
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/training.py --data synthetic --epochs 2 --threads 1
+    .venv/bin/python benchmarks/training.py --epochs 2 --threads 2 --memory-format
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from unittest import mock
 
 import numpy as np
 import torch
@@ -37,6 +42,7 @@ from torch.utils.data import DataLoader, Dataset
 from entropy_ae.data import load_data
 from entropy_ae.model import Autoencoder
 from entropy_ae.reproducibility import environment_info, resolve_device, seed_everything
+from entropy_ae import training
 from entropy_ae.training import TrainConfig, train_model
 
 
@@ -97,6 +103,11 @@ def ours_training(data, config: TrainConfig) -> int:
     return per_epoch * config.epochs
 
 
+def contiguous_format():
+    """The entropy-ae loop with contiguous conv weights (the format before channels-last)."""
+    return mock.patch.object(training, "training_memory_format", lambda device: torch.contiguous_format)
+
+
 def ours_pipeline(x_train: torch.Tensor, batch_size: int, seed: int) -> int:
     """One epoch of the entropy-ae loop's data path only: permutation and index gathers."""
     generator = torch.Generator().manual_seed(seed)
@@ -131,6 +142,8 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1)")
     parser.add_argument("--num-workers", type=int, default=0,
                         help="DataLoader workers of the paper-style loop (default: 0)")
+    parser.add_argument("--memory-format", action="store_true",
+                        help="also time the entropy-ae loop with contiguous instead of channels-last weights")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -148,14 +161,25 @@ def main(argv=None) -> None:
     ours_training(data, warm)
     paper_style_training(data.train, warm, args.num_workers)
 
-    ours, paper = [], []
+    if args.memory_format:
+        with contiguous_format():
+            ours_training(data, warm)
+    ours, paper, nchw = [], [], []
     for _ in range(args.repeats):
         ours.append(timed(lambda: ours_training(data, config)))
         paper.append(timed(lambda: paper_style_training(data.train, config, args.num_workers)))
+        if args.memory_format:
+            with contiguous_format():
+                nchw.append(timed(lambda: ours_training(data, config)))
     ours_ips, paper_ips = statistics.median(ours), statistics.median(paper)
-    print(f"entropy-ae loop : {ours_ips:8.1f} images/s  (repeats: {', '.join(f'{v:.1f}' for v in ours)})")
+    print(f"entropy-ae loop : {ours_ips:8.1f} images/s  (repeats: {', '.join(f'{v:.1f}' for v in ours)}; "
+          f"conv weights {training.training_memory_format(resolve_device(args.device))})")
     print(f"paper-style loop: {paper_ips:8.1f} images/s  (repeats: {', '.join(f'{v:.1f}' for v in paper)})")
     print(f"ratio entropy-ae / paper-style: {ours_ips / paper_ips:.2f}x")
+    if nchw:
+        nchw_ips = statistics.median(nchw)
+        print(f"entropy-ae loop, contiguous weights: {nchw_ips:8.1f} images/s  "
+              f"(repeats: {', '.join(f'{v:.1f}' for v in nchw)}); default / contiguous {ours_ips / nchw_ips:.2f}x")
 
     # The data path alone, without the model: the ceiling each loop puts on a fast accelerator.
     device = resolve_device(args.device)

@@ -21,8 +21,8 @@ Run one after another, each training feeds a batch of 64 small images through
   exactly zero, so the padded model computes the small model's function.
 
 Each result equals :func:`entropy_ae.training.train_model` run alone with the
-same config (same init, same data order, same optimiser). On CPU, with the
-default :class:`BatchedOptions`, it is bit-identical (weights, BatchNorm
+same config (same init, same data order, same optimiser). On CPU the stacked
+strategy with its default options is bit-identical (weights, BatchNorm
 buffers, loss history; tested): the two layer types whose stacked kernels
 would round differently run per model at the single model's shapes. On CUDA
 the fused kernels are used and results agree to float tolerance only (see
@@ -32,11 +32,16 @@ checkpoints are identical in format.
 
 Speed. The point is the GPU, where one small AE leaves the device idle and
 stacking 24 models turns 24 streams of tiny kernels into one of large ones
-(GPU figures: still to be measured, see ``benchmarks/sweep.py --gpu``). On a
-CPU the one-model loop is already compute-bound (~60 GFLOP/s on 2 AVX2
-cores) and oneDNN's grouped kernels are no faster than M separate ones, so
-the batched path is measured SLOWER there (README); sweeps should use it on
-CUDA only.
+(GPU figures: still to be measured, see ``benchmarks/sweep.py --gpu``). A
+CPU is not launch-bound, and oneDNN's grouped kernels are slower than M
+separate ones (``benchmarks/sweep.py`` times the stacked strategy too), so on CPU the default is the other
+strategy, ``per_core``: the group's models train at the same time, one per
+worker thread, each running :func:`~entropy_ae.training.train_model` on a
+single intra-op thread. On an idle 2-core machine that is as fast as one
+model after another on both cores (one model already scales to two
+threads); when other work holds a core it is several times faster, because
+no model waits at a two-thread barrier for a busy core (README, "Batched
+sweeps", for the figures and the command).
 
 Memory grows linearly with the number of models M per group (see
 :func:`estimate_group_bytes`); ``max_models_per_group=None`` caps M so a group
@@ -48,6 +53,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -61,8 +67,15 @@ from .checkpoint import _check_not_complete, save_run
 from .data import AnomalyData
 from .evaluation import evaluate_model
 from .model import CHANNELS, HIDDEN, Autoencoder, count_parameters
-from .reproducibility import resolve_device, seed_everything
-from .training import TrainConfig, _check_train_images, _progress_enabled
+from .reproducibility import resolve_device
+from .training import (
+    TrainConfig,
+    _check_train_images,
+    _progress_enabled,
+    initial_model,
+    train_model,
+    training_memory_format,
+)
 
 __all__ = [
     "BatchedOptions",
@@ -95,6 +108,16 @@ class BatchedOptions:
 
     Attributes
     ----------
+    strategy : {"stacked", "per_core"} or None
+        ``"stacked"``: one :class:`StackedAutoencoder` per group, one set of
+        kernels for all its models (the GPU path). ``"per_core"`` (CPU only):
+        the group's models train at the same time, one per worker thread, each
+        with the reference loop on one intra-op thread. ``None`` (default) =
+        ``"per_core"`` on CPU, where stacked kernels measured slower than
+        separate ones, and ``"stacked"`` on CUDA.
+    cpu_workers : int or None
+        Models trained at once by ``"per_core"``; ``None`` = torch's intra-op
+        thread count (``torch.get_num_threads()``, by default the cores).
     autocast_bf16 : bool
         Run forward/backward under ``torch.autocast(dtype=bfloat16)``. Changes
         results beyond the float32 tolerance of the equivalence tests.
@@ -120,10 +143,12 @@ class BatchedOptions:
     tolerance only.
     """
 
+    strategy: str | None = None
+    cpu_workers: int | None = None
     autocast_bf16: bool = False
     compile: bool = False
     cuda_graphs: bool = False
-    channels_last: bool = False
+    channels_last: bool | None = None
     split_edge_convs: bool | None = None
     ragged_latent: bool | None = None
 
@@ -547,18 +572,18 @@ def _train_group(
     progress: bool,
 ) -> list[tuple[Autoencoder, list[float]]]:
     image_size = x_train.shape[-1]
-    singles = []
-    for cfg in configs:
-        # Exactly the reference loop's init: seed, then build the model alone.
-        seed_everything(cfg.seed)
-        singles.append(Autoencoder(cfg.latent_size, image_size))
+    # Exactly the reference loop's init.
+    singles = [initial_model(cfg, image_size) for cfg in configs]
     stacked = StackedAutoencoder.from_models(singles).to(device)
     del singles
     on_cpu = device.type == "cpu"
     split = on_cpu if options.split_edge_convs is None else options.split_edge_convs
     ragged = on_cpu if options.ragged_latent is None else options.ragged_latent
     stacked.split_edge_convs(split).ragged_latent(ragged)
-    if options.channels_last:
+    channels_last = options.channels_last
+    if channels_last is None:  # as the reference loop
+        channels_last = training_memory_format(device) == torch.channels_last
+    if channels_last:
         stacked = stacked.to(memory_format=torch.channels_last)
     stacked.train()
     lr, epochs, batch_size = configs[0].lr, configs[0].epochs, configs[0].batch_size
@@ -588,7 +613,7 @@ def _train_group(
             if idx.shape[1] < 2:  # BatchNorm needs >= 2 images; as the reference loop
                 continue
             x = flat[idx.t()]  # (B, M, s, s): image b of model m at [b, m]
-            if options.channels_last:
+            if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=options.autocast_bf16):
                 x_hat, _ = step(x)
@@ -628,6 +653,75 @@ def _per_model_mse(x_hat: torch.Tensor, x: torch.Tensor, exact: bool) -> torch.T
     return (x_hat - x).pow(2).mean(dim=(0, 2, 3))
 
 
+STRATEGIES = ("stacked", "per_core")
+
+
+def _strategy(options: BatchedOptions, device: torch.device) -> str:
+    if options.strategy is None:
+        return "per_core" if device.type == "cpu" else "stacked"
+    if options.strategy not in STRATEGIES:
+        raise ValueError(f"BatchedOptions.strategy must be one of {STRATEGIES} or None, got {options.strategy!r}")
+    if options.strategy == "per_core" and device.type != "cpu":
+        raise ValueError(f"strategy='per_core' is for the CPU; use 'stacked' (or None) on {device}")
+    return options.strategy
+
+
+def _trained_per_core(data, configs, group, cpu_workers, progress):
+    """Train ``group``'s models concurrently, one per worker thread at one intra-op thread each.
+
+    Yields ``([index], [(model, history)], seconds)`` as each model finishes, so
+    a caller can save it at once. ``seconds`` is the model's wall time divided
+    by the number of workers (its share of the CPU). Every model is
+    :func:`train_model`'s result at one thread: bit-identical to training it
+    alone with ``torch.set_num_threads(1)``. One model's failure does not stop
+    the others; the first failure is raised after every model has finished.
+    """
+    previous = torch.get_num_threads()
+    workers = previous if cpu_workers is None else cpu_workers
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"BatchedOptions.cpu_workers must be a positive integer or None, got {workers!r}")
+    workers = min(workers, len(group))
+
+    def work(i):
+        # Intra-op threads would compete with the other workers for the cores.
+        torch.set_num_threads(1)
+        start = time.perf_counter()
+        result = train_model(data, configs[i], progress=False)
+        return result, time.perf_counter() - start
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(group), desc=f"per-core x{workers}", unit="model", leave=False)
+    failures = []
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(workers, thread_name_prefix="entropy-ae-train") as pool:
+            futures = {pool.submit(work, i): i for i in group}
+            for future in as_completed(futures):
+                i = futures[future]
+                if bar is not None:
+                    bar.update(1)
+                try:
+                    result, seconds = future.result()
+                except Exception as err:  # noqa: BLE001 -- re-raised below, after the others are saved
+                    failures.append((configs[i], err))
+                    continue
+                yield [i], [result], seconds / workers
+    finally:
+        torch.set_num_threads(previous)
+        if bar is not None:
+            bar.close()
+    if failures:
+        cfg, err = failures[0]
+        where = (f"training latent_size={cfg.latent_size}, seed={cfg.seed} failed ({len(failures)} of "
+                 f"{len(group)} models failed; the others finished and were handed back)")
+        if hasattr(err, "add_note"):  # Python >= 3.11
+            err.add_note(where)
+        raise err
+
+
 def _trained_groups(data, configs, max_models_per_group, progress, options):
     """Yield ``(indices, [(model, history), ...], seconds)`` group by group."""
     _check_train_images(data)
@@ -652,6 +746,9 @@ def _trained_groups(data, configs, max_models_per_group, progress, options):
     on_device: dict[str, torch.Tensor] = {}
     for group in plan_groups(configs, devices, caps):
         device = devices[group[0]]
+        if _strategy(options, device) == "per_core":
+            yield from _trained_per_core(data, configs, group, options.cpu_workers, _progress_enabled(progress))
+            continue
         if str(device) not in on_device:
             # The whole training set lives on the device: a few MB.
             on_device[str(device)] = torch.as_tensor(data.train, dtype=torch.float32, device=device)

@@ -1,6 +1,11 @@
 """Batched training (issue 5): every model trained in a group equals the model trained alone.
 
-Tolerances. On CPU with the default options the batched path runs, for every
+Two strategies. ``per_core`` (the CPU default) runs the reference loop itself,
+one model per worker thread: bit-identical by construction, tested here with
+two workers so models really train at the same time. ``stacked`` (the CUDA
+default) is exercised on CPU by most tests below.
+
+Tolerances. On CPU with the stacked strategy's default options the batched path runs, for every
 model, the same kernels on the same shapes as ``train_model`` (the 1-channel
 first/last convolutions and the latent-size Linears run per model, everything
 else is a grouped/batched kernel that reduces each model's data in the same
@@ -19,6 +24,7 @@ exact zeros of the padded weights.
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 import torch
@@ -77,11 +83,12 @@ def alone(data):
 
 
 MIXED = [(2, 0), (16, 1), (5, 0), (16, 0)]  # two latent sizes share seed 0, one size has two seeds
+STACKED = BatchedOptions(strategy="stacked")
 
 
 def test_batched_equals_alone_bit_for_bit(data, alone):
     configs = [_config(d, s) for d, s in MIXED]
-    results = train_models_batched(data, configs, progress=False)
+    results = train_models_batched(data, configs, progress=False, options=STACKED)
     assert len(results) == len(configs)
     for config, (model, history) in zip(configs, results):
         ref_model, ref_history = alone(config)
@@ -93,7 +100,8 @@ def test_batched_equals_alone_bit_for_bit(data, alone):
 def test_results_do_not_depend_on_group_size(data, alone):
     configs = [_config(d, s) for d, s in MIXED]
     for cap in (1, 3):
-        for config, (model, history) in zip(configs, train_models_batched(data, configs, max_models_per_group=cap)):
+        for config, (model, history) in zip(configs, train_models_batched(data, configs, max_models_per_group=cap,
+                                                                      options=STACKED)):
             ref_model, ref_history = alone(config)
             _assert_same_model(model, ref_model)
             assert history == ref_history
@@ -102,7 +110,7 @@ def test_results_do_not_depend_on_group_size(data, alone):
 def test_masked_model_trains_exactly_like_small_model(data, alone):
     # Padded-and-masked latent path (the GPU default): d=16 padded to 32.
     configs = [_config(16, 0), _config(32, 1)]
-    results = train_models_batched(data, configs, options=BatchedOptions(ragged_latent=False))
+    results = train_models_batched(data, configs, options=BatchedOptions(strategy="stacked", ragged_latent=False))
     for config, (model, history) in zip(configs, results):
         ref_model, ref_history = alone(config)
         _assert_same_model(model, ref_model)
@@ -113,7 +121,7 @@ def test_masked_narrow_latent_first_step_matches(data):
     # d=2 padded to 16: one step, so only one forward's rounding separates the losses.
     one_step = make_tiny_data(n_train=4)
     configs = [_config(2, 0, epochs=1), _config(16, 1, epochs=1)]
-    results = train_models_batched(one_step, configs, options=BatchedOptions(ragged_latent=False))
+    results = train_models_batched(one_step, configs, options=BatchedOptions(strategy="stacked", ragged_latent=False))
     for config, (_model, history) in zip(configs, results):
         _ref, ref_history = train_model(one_step, config)
         assert history == pytest.approx(ref_history, rel=1e-6)
@@ -123,11 +131,11 @@ def test_masked_narrow_latent_first_step_matches(data):
     "options, rel",
     [
         # The CUDA default (grouped edge convs, padded+masked latents): rounding of one forward only.
-        (BatchedOptions(split_edge_convs=False, ragged_latent=False), 1e-6),
-        (BatchedOptions(channels_last=True), 1e-6),
+        (BatchedOptions(strategy="stacked", split_edge_convs=False, ragged_latent=False), 1e-6),
+        (BatchedOptions(strategy="stacked", channels_last=False), 1e-6),
         # bf16 keeps 8 significant bits (relative rounding 2^-9 = 2e-3 per operation); a few
         # dozen operations deep, 2e-2 bounds the first loss.
-        (BatchedOptions(autocast_bf16=True), 2e-2),
+        (BatchedOptions(strategy="stacked", autocast_bf16=True), 2e-2),
     ],
 )
 def test_gpu_switches_run_on_cpu_and_keep_the_first_loss(options, rel):
@@ -235,7 +243,7 @@ def test_automatic_cap_fits_the_memory(data, monkeypatch):
 
     monkeypatch.setattr(batched, "_train_group", spy)
     configs = [_config(16, s, epochs=1) for s in range(5)]
-    train_models_batched(data, configs)
+    train_models_batched(data, configs, options=STACKED)
     assert sizes == [2, 2, 1]
 
 
@@ -249,13 +257,57 @@ def test_bad_arguments_are_refused(data, tmp_path):
         train_models_batched(data, configs, options=BatchedOptions(cuda_graphs=True))
     with pytest.raises(ValueError, match="run_dirs"):
         run_trainings_batched(data, configs, [tmp_path / "a", tmp_path / "b"])
+    with pytest.raises(ValueError, match="strategy"):
+        train_models_batched(data, configs, options=BatchedOptions(strategy="vmap"))
+    with pytest.raises(ValueError, match="cpu_workers"):
+        train_models_batched(data, configs, options=BatchedOptions(cpu_workers=0))
+    with pytest.raises(ValueError, match="per_core.*CPU"):
+        batched._strategy(BatchedOptions(strategy="per_core"), torch.device("cuda"))
+    assert batched._strategy(BatchedOptions(), torch.device("cuda")) == "stacked"
+    assert batched._strategy(BatchedOptions(), torch.device("cpu")) == "per_core"
 
 
-def test_run_trainings_batched_writes_the_same_run_dirs(tmp_path, alone):
+# --------------------------------------------------------------------------- per-core strategy
+
+
+def test_per_core_equals_alone_bit_for_bit_with_two_workers(data, alone):
+    # Two models train at the same time; the initialisation (global RNG) must not interleave.
+    configs = [_config(d, s) for d, s in MIXED]
+    threads = torch.get_num_threads()
+    results = train_models_batched(data, configs, options=BatchedOptions(strategy="per_core", cpu_workers=2))
+    assert torch.get_num_threads() == threads  # restored
+    for config, (model, history) in zip(configs, results):
+        ref_model, ref_history = alone(config)
+        _assert_same_model(model, ref_model)
+        assert history == ref_history
+
+
+def test_per_core_failure_keeps_the_finished_models(tmp_path, monkeypatch):
+    data = make_tiny_data(n_train=N_TRAIN)
+    real = batched.train_model
+
+    def flaky(data, config, progress=None):
+        if config.latent_size == 3:
+            raise FloatingPointError("training diverged (injected)")
+        return real(data, config, progress=progress)
+
+    monkeypatch.setattr(batched, "train_model", flaky)
+    configs = [_config(3, 0), _config(8, 1), _config(4, 2)]
+    run_dirs = [tmp_path / f"d{c.latent_size}" for c in configs]
+    with pytest.raises(FloatingPointError, match="injected") as info:
+        run_trainings_batched(data, configs, run_dirs, options=BatchedOptions(cpu_workers=2))
+    if sys.version_info >= (3, 11):  # the failing model is named in a note
+        assert "latent_size=3" in "".join(info.value.__notes__)
+    assert not (run_dirs[0] / "metrics.json").exists()
+    assert (run_dirs[1] / "metrics.json").exists() and (run_dirs[2] / "metrics.json").exists()
+
+
+@pytest.mark.parametrize("strategy", ["per_core", "stacked"])
+def test_run_trainings_batched_writes_the_same_run_dirs(tmp_path, strategy):
     data = make_tiny_data(n_train=N_TRAIN)
     configs = [_config(3, 0), _config(8, 1)]
     batched_dirs = [tmp_path / "batched" / f"d{c.latent_size}" for c in configs]
-    metrics = run_trainings_batched(data, configs, batched_dirs)
+    metrics = run_trainings_batched(data, configs, batched_dirs, options=BatchedOptions(strategy=strategy))
     for config, bdir, bmetrics in zip(configs, batched_dirs, metrics):
         adir = tmp_path / "alone" / f"d{config.latent_size}"
         ametrics = run_training(data, config, adir)

@@ -44,7 +44,8 @@ def test_bad_device_is_refused(tiny_data):
 def reference_loop(data, config):
     """The reference loop as the README describes it, re-typed independently of entropy_ae.training."""
     seed_everything(config.seed)
-    model = Autoencoder(config.latent_size, data.image_size)
+    # Channels-last conv weights on CPU, as the README says (same maths, other kernels).
+    model = Autoencoder(config.latent_size, data.image_size).to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), config.lr)
     x_train = torch.as_tensor(data.train)
     gen = torch.Generator().manual_seed(config.seed)
@@ -77,6 +78,8 @@ def test_matches_the_contract_loop_and_skips_a_final_single_image():
     assert not model.training
     assert len(history) == 2 and all(np.isfinite(history))
     assert_same_weights(model, reference_loop(data, config))
+    # The returned model is an ordinary contiguous one (safetensors needs contiguous tensors).
+    assert all(p.is_contiguous() for p in model.parameters())
 
 
 def test_same_seed_same_weights_and_metrics(tiny_data):

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from entropy_ae.cli import _add_data_options, _positive_int
+from entropy_ae.cli import add_data_options, positive_int
 
 from analysis.recommend import DEFAULT_CRITERION, RULES
 from analysis.executors import add_executor_options, executor_options
@@ -41,16 +41,16 @@ def _int_list(text: str) -> list[int]:
 
 def _add_sweep_options(parser: argparse.ArgumentParser, *, data: str, latent_sizes: str, seeds: str, epochs: int,
                        image_size: int, out: str | None) -> None:
-    _add_data_options(parser, data_default=data)
+    add_data_options(parser, data_default=data)
     parser.add_argument("--latent-sizes", type=_int_list, default=_int_list(latent_sizes), metavar="D1,D2,...",
                         help=f"comma-separated latent sizes to train (default: {latent_sizes})")
     parser.add_argument("--seeds", type=_int_list, default=_int_list(seeds), metavar="S1,S2,...",
                         help=f"comma-separated training seeds per latent size (default: {seeds})")
-    parser.add_argument("--epochs", type=_positive_int, default=epochs, metavar="E",
+    parser.add_argument("--epochs", type=positive_int, default=epochs, metavar="E",
                         help=f"training epochs per run (default: {epochs}; the paper trains 250)")
-    parser.add_argument("--image-size", type=_positive_int, default=image_size, metavar="S",
+    parser.add_argument("--image-size", type=positive_int, default=image_size, metavar="S",
                         help=f"side of the square images, a multiple of 16 (default: {image_size})")
-    parser.add_argument("--batch-size", type=_positive_int, default=64, metavar="B", help="batch size (default: 64)")
+    parser.add_argument("--batch-size", type=positive_int, default=64, metavar="B", help="batch size (default: 64)")
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default: 1e-3)")
     parser.add_argument("--device", default="cpu",
                         help="'cpu', 'auto', 'cuda' or 'cuda:<i>' for every run (default: cpu); the local "
@@ -62,7 +62,7 @@ def _add_sweep_options(parser: argparse.ArgumentParser, *, data: str, latent_siz
     parser.add_argument("--executor", default=None, choices=("sequential", "local", "slurm", "ray"),
                         help="how to run the grid: 'local' process pool (default when analysis.executors is "
                              "installed), 'sequential' in this process, 'slurm' or 'ray'")
-    parser.add_argument("--workers", type=_positive_int, default=None, metavar="N",
+    parser.add_argument("--workers", type=positive_int, default=None, metavar="N",
                         help="runs at once (default: the executor's choice, one per core or GPU)")
     parser.add_argument("--batched", action="store_true",
                         help="train all pending models of the grid together (entropy_ae.batched); same results")
@@ -183,7 +183,7 @@ def register(subparsers) -> None:
         description="Encode images with a run's model and print the differential entropy H(Z) of the codes "
                     "(nats) with a standard error, the estimator, and the Gaussian upper bound.")
     entropy.add_argument("run_dir", metavar="RUN_DIR", help="run directory written by 'entropy-ae train' or a sweep")
-    _add_data_options(entropy, data_default=None)
+    add_data_options(entropy, data_default=None)
     entropy.add_argument("--method", default="knn", choices=("knn", "kde", "binned", "gaussian"),
                          help="entropy estimator (default: knn, Kozachenko-Leonenko)")
     entropy.add_argument("--split", default="train", choices=("train", "val", "test-normal", "test-abnormal"),
@@ -210,8 +210,8 @@ def register(subparsers) -> None:
                     "(never test labels). Before any sweep: --data SPEC recommends from the intrinsic "
                     "dimension of the normal training images alone.")
     recommend.add_argument("dir", nargs="?", default=None, metavar="DIR", help="sweep directory")
-    _add_data_options(recommend, data_default=None)
-    recommend.add_argument("--image-size", type=_positive_int, default=64, metavar="S",
+    add_data_options(recommend, data_default=None)
+    recommend.add_argument("--image-size", type=positive_int, default=64, metavar="S",
                            help="image side for --data (default: 64)")
     recommend.add_argument("--criterion", default=DEFAULT_CRITERION, choices=tuple(RULES),
                            help=f"rule after a sweep (default: {DEFAULT_CRITERION})")

@@ -241,7 +241,7 @@ def add_executor_options(parser) -> None:
     ``--executor`` and ``--workers`` are the caller's; :func:`executor_options` turns the
     parsed arguments into ``map_runs`` keyword arguments.
     """
-    from entropy_ae.cli import _positive_int
+    from entropy_ae.cli import positive_int
 
     def non_negative_float(text: str) -> float:
         try:
@@ -253,12 +253,12 @@ def add_executor_options(parser) -> None:
         return value
 
     group = parser.add_argument_group("cluster options (for --executor slurm or ray)")
-    group.add_argument("--timeout-min", type=_positive_int, metavar="M",
+    group.add_argument("--timeout-min", type=positive_int, metavar="M",
                        help="time limit of one run in minutes (slurm: the job's --time, default 120; "
                             "local: the run is killed and reported as failed)")
     group.add_argument("--slurm-partition", metavar="P", help="SLURM partition of the job array")
     group.add_argument("--slurm-gpus-per-node", type=int, metavar="G", help="GPUs per run (e.g. 1)")
-    group.add_argument("--slurm-cpus-per-task", type=_positive_int, metavar="C",
+    group.add_argument("--slurm-cpus-per-task", type=positive_int, metavar="C",
                        help="CPU cores per run (also its torch threads)")
     group.add_argument("--slurm-mem-gb", type=non_negative_float, metavar="GB", help="memory per run, GB")
     group.add_argument("--slurm-account", metavar="A", help="SLURM account to charge")

@@ -63,15 +63,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import _check_not_complete, save_run
+from .checkpoint import check_not_complete, save_run
 from .data import AnomalyData
 from .evaluation import evaluate_model
 from .model import CHANNELS, HIDDEN, Autoencoder, count_parameters
 from .reproducibility import resolve_device
 from .training import (
     TrainConfig,
-    _check_train_images,
-    _progress_enabled,
+    check_train_images,
+    progress_enabled,
     initial_model,
     train_model,
     training_memory_format,
@@ -724,7 +724,7 @@ def _trained_per_core(data, configs, group, cpu_workers, progress):
 
 def _trained_groups(data, configs, max_models_per_group, progress, options):
     """Yield ``(indices, [(model, history), ...], seconds)`` group by group."""
-    _check_train_images(data)
+    check_train_images(data)
     if not configs:
         raise ValueError("need at least one TrainConfig")
     options = options or BatchedOptions()
@@ -747,14 +747,14 @@ def _trained_groups(data, configs, max_models_per_group, progress, options):
     for group in plan_groups(configs, devices, caps):
         device = devices[group[0]]
         if _strategy(options, device) == "per_core":
-            yield from _trained_per_core(data, configs, group, options.cpu_workers, _progress_enabled(progress))
+            yield from _trained_per_core(data, configs, group, options.cpu_workers, progress_enabled(progress))
             continue
         if str(device) not in on_device:
             # The whole training set lives on the device: a few MB.
             on_device[str(device)] = torch.as_tensor(data.train, dtype=torch.float32, device=device)
         start = time.perf_counter()
         trained = _train_group(
-            on_device[str(device)], [configs[i] for i in group], device, options, _progress_enabled(progress)
+            on_device[str(device)], [configs[i] for i in group], device, options, progress_enabled(progress)
         )
         yield group, trained, time.perf_counter() - start
 
@@ -841,7 +841,7 @@ def run_trainings_batched(
     if len({d.resolve() for d in run_dirs}) != len(run_dirs):
         raise ValueError("run_dirs must be distinct: two runs would overwrite each other")
     for run_dir in run_dirs:
-        _check_not_complete(run_dir, overwrite)
+        check_not_complete(run_dir, overwrite)
     metrics: list = [None] * len(configs)
     for group, trained, seconds in _trained_groups(data, configs, max_models_per_group, progress, options):
         for i, (model, history) in zip(group, trained):

@@ -63,7 +63,7 @@ def is_complete(run_dir: str | os.PathLike) -> bool:
     return (Path(run_dir) / METRICS).is_file()
 
 
-def _check_not_complete(run_dir: Path, overwrite: bool) -> None:
+def check_not_complete(run_dir: Path, overwrite: bool) -> None:
     if is_complete(run_dir) and not overwrite:
         raise FileExistsError(
             f"{run_dir} already holds a completed run ({METRICS} exists); choose another directory, "
@@ -133,7 +133,7 @@ def save_run(
         ``run_dir`` already holds a complete run and ``overwrite`` is false.
     """
     run_dir = Path(run_dir)
-    _check_not_complete(run_dir, overwrite)
+    check_not_complete(run_dir, overwrite)
     if model.latent_size != config.latent_size:
         raise ValueError(f"model has latent_size={model.latent_size} but config says {config.latent_size}")
     if model.image_size != data.image_size:
@@ -177,7 +177,7 @@ def save_run(
                 if not run_dir.is_dir():  # something else went wrong than a racing creator
                     raise
         run_dir.mkdir(exist_ok=True)
-        _check_not_complete(run_dir, overwrite=False)  # a concurrent writer may have finished it
+        check_not_complete(run_dir, overwrite=False)  # a concurrent writer may have finished it
         for name in (WEIGHTS, CONFIG, LOSS_HISTORY, METRICS):
             os.replace(tmp / name, run_dir / name)
         return saved_metrics
@@ -201,7 +201,7 @@ def run_training(
     unless ``overwrite``. Returns the metrics written to ``metrics.json``.
     """
     run_dir = Path(run_dir)
-    _check_not_complete(run_dir, overwrite)
+    check_not_complete(run_dir, overwrite)
     start = time.perf_counter()
     model, history = train_model(data, config, progress=progress)
     train_seconds = time.perf_counter() - start

@@ -49,11 +49,11 @@ def _int_at_least(minimum: int, what: str):
     return parse
 
 
-_positive_int = _int_at_least(1, "positive")
-_non_negative_int = _int_at_least(0, "non-negative")
+positive_int = _int_at_least(1, "positive")
+non_negative_int = _int_at_least(0, "non-negative")
 
 
-def _add_data_options(parser: argparse.ArgumentParser, *, data_default: str | None) -> None:
+def add_data_options(parser: argparse.ArgumentParser, *, data_default: str | None) -> None:
     if data_default is None:
         parser.add_argument("--data", metavar="SPEC", default=None,
                             help=DATA_HELP + "; default: the data recorded in the run's config.json")
@@ -63,7 +63,7 @@ def _add_data_options(parser: argparse.ArgumentParser, *, data_default: str | No
     only = "" if data_default is not None else " (only with --data)"
     parser.add_argument("--normal-labels", metavar="LABELS", default=None,
                         help="for a .npz file: comma-separated labels that count as normal, e.g. '0' or '0,1'" + only)
-    parser.add_argument("--data-seed", type=_non_negative_int, default=0, metavar="S",
+    parser.add_argument("--data-seed", type=non_negative_int, default=0, metavar="S",
                         help="seed of the train/val/test split and of synthetic data generation (default: 0); "
                              "kept apart from --seed so every training seed sees the same data" + only)
 
@@ -105,9 +105,8 @@ def _load_data_arg(args, image_size: int):
 
 
 def cmd_train(args) -> int:
-    from .checkpoint import _check_not_complete as check_not_complete
-    from .checkpoint import run_training
-    from .model import _check_sizes as check_sizes
+    from .checkpoint import check_not_complete, run_training
+    from .model import check_sizes
     from .reproducibility import resolve_device
     from .training import TrainConfig
 
@@ -166,18 +165,18 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train the paper's autoencoder on the normal training images, evaluate it on the test set "
                     "and save weights.safetensors, config.json, metrics.json and loss_history.csv in --out.",
     )
-    _add_data_options(train, data_default="synthetic")
-    train.add_argument("--latent-size", type=_positive_int, default=16, metavar="D",
+    add_data_options(train, data_default="synthetic")
+    train.add_argument("--latent-size", type=positive_int, default=16, metavar="D",
                        help="dimension of the latent code z, 1 to 1024 (default: 16, the paper's default)")
-    train.add_argument("--epochs", type=_positive_int, default=20, metavar="E",
+    train.add_argument("--epochs", type=positive_int, default=20, metavar="E",
                        help="passes over the training images (default: 20; the paper trains 250)")
-    train.add_argument("--seed", type=_non_negative_int, default=0, metavar="S",
+    train.add_argument("--seed", type=non_negative_int, default=0, metavar="S",
                        help="seed of the weight initialisation and the batch order (default: 0)")
     train.add_argument("--out", required=True, metavar="DIR", help="run directory to create")
-    train.add_argument("--batch-size", type=_positive_int, default=64, metavar="B",
+    train.add_argument("--batch-size", type=positive_int, default=64, metavar="B",
                        help="images per optimiser step, at least 2 (default: 64)")
     train.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default: 1e-3)")
-    train.add_argument("--image-size", type=_positive_int, default=64, metavar="S",
+    train.add_argument("--image-size", type=positive_int, default=64, metavar="S",
                        help="side of the square images fed to the model, a multiple of 16; data are resized "
                             "to it (default: 64)")
     train.add_argument("--overwrite", action="store_true", help="replace a completed run already in --out")
@@ -191,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "Nothing is written.",
     )
     evaluate.add_argument("run_dir", metavar="DIR", help="run directory written by 'entropy-ae train'")
-    _add_data_options(evaluate, data_default=None)
+    add_data_options(evaluate, data_default=None)
     _add_common_options(evaluate)
     evaluate.set_defaults(func=cmd_evaluate)
 

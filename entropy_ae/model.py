@@ -17,7 +17,7 @@ HIDDEN = 1024
 MAX_LATENT_SIZE = 1024
 
 
-def _check_sizes(latent_size: int, image_size: int) -> None:
+def check_sizes(latent_size: int, image_size: int) -> None:
     if not isinstance(latent_size, int) or not 1 <= latent_size <= MAX_LATENT_SIZE:
         raise ValueError(
             f"latent_size must be an integer from 1 to {MAX_LATENT_SIZE}, got {latent_size!r}"
@@ -42,7 +42,7 @@ class Autoencoder(nn.Module):
 
     def __init__(self, latent_size: int = 16, image_size: int = 64):
         super().__init__()
-        _check_sizes(latent_size, image_size)
+        check_sizes(latent_size, image_size)
         self.latent_size = latent_size
         self.image_size = image_size
         side = image_size // 16

@@ -94,7 +94,7 @@ class TrainConfig:
         return cls(**values)
 
 
-def _check_train_images(data: AnomalyData) -> None:
+def check_train_images(data: AnomalyData) -> None:
     train = data.train
     if getattr(train, "ndim", None) != 4 or train.shape[1] != 1 or train.shape[2] != train.shape[3]:
         raise ValueError(
@@ -131,7 +131,7 @@ def training_memory_format(device: torch.device) -> torch.memory_format:
     return torch.channels_last if torch.device(device).type == "cpu" else torch.contiguous_format
 
 
-def _progress_enabled(progress: bool | None) -> bool:
+def progress_enabled(progress: bool | None) -> bool:
     # None means: show the bar only to a person watching a terminal, never in logs.
     if progress is None:
         return sys.stderr.isatty()
@@ -165,7 +165,7 @@ def train_model(
     FloatingPointError
         When the loss becomes NaN or infinite (diverged; lower ``lr``).
     """
-    _check_train_images(data)
+    check_train_images(data)
     device = resolve_device(config.device)
     model = initial_model(config, data.image_size).to(device)
     model.to(memory_format=training_memory_format(device)).train()
@@ -175,7 +175,7 @@ def train_model(
     n = x_train.shape[0]
     generator = torch.Generator().manual_seed(config.seed)
     history: list[float] = []
-    bar = tqdm(range(config.epochs), desc="training", unit="epoch", disable=not _progress_enabled(progress))
+    bar = tqdm(range(config.epochs), desc="training", unit="epoch", disable=not progress_enabled(progress))
     for epoch in bar:
         perm = torch.randperm(n, generator=generator)
         # Summed on the device and read once per epoch: a .item() per step would sync a GPU every batch.

@@ -64,6 +64,7 @@ def is_complete(run_dir: str | os.PathLike) -> bool:
 
 
 def check_not_complete(run_dir: Path, overwrite: bool) -> None:
+    """Refuse (``FileExistsError``) to write into a finished run unless ``overwrite``."""
     if is_complete(run_dir) and not overwrite:
         raise FileExistsError(
             f"{run_dir} already holds a completed run ({METRICS} exists); choose another directory, "

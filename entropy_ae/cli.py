@@ -54,6 +54,7 @@ non_negative_int = _int_at_least(0, "non-negative")
 
 
 def add_data_options(parser: argparse.ArgumentParser, *, data_default: str | None) -> None:
+    """Add ``--data``, ``--normal-labels`` and ``--data-seed`` (shared by the core and analysis commands)."""
     if data_default is None:
         parser.add_argument("--data", metavar="SPEC", default=None,
                             help=DATA_HELP + "; default: the data recorded in the run's config.json")

@@ -18,6 +18,7 @@ MAX_LATENT_SIZE = 1024
 
 
 def check_sizes(latent_size: int, image_size: int) -> None:
+    """Raise ``ValueError`` unless 1 <= latent_size <= 1024 and image_size is a multiple of 16."""
     if not isinstance(latent_size, int) or not 1 <= latent_size <= MAX_LATENT_SIZE:
         raise ValueError(
             f"latent_size must be an integer from 1 to {MAX_LATENT_SIZE}, got {latent_size!r}"

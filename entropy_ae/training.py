@@ -95,6 +95,7 @@ class TrainConfig:
 
 
 def check_train_images(data: AnomalyData) -> None:
+    """Raise ``ValueError`` unless ``data.train`` is ``(n >= 2, 1, s, s)``."""
     train = data.train
     if getattr(train, "ndim", None) != 4 or train.shape[1] != 1 or train.shape[2] != train.shape[3]:
         raise ValueError(
@@ -132,7 +133,7 @@ def training_memory_format(device: torch.device) -> torch.memory_format:
 
 
 def progress_enabled(progress: bool | None) -> bool:
-    # None means: show the bar only to a person watching a terminal, never in logs.
+    """Whether to draw a progress bar; ``None`` = only for a person at a terminal, never in logs."""
     if progress is None:
         return sys.stderr.isatty()
     return bool(progress)

@@ -10,6 +10,9 @@ Truths: Gaussian entropy 0.5 d log(2 pi e); correlated Gaussians X ~ N(0, I_d),
 Y = rho X + sqrt(1 - rho^2) E with I = 1 nat spread over d pairs; multivariate
 Student-t (nu = 2, identity scale) with the closed-form MI. Times are wall
 seconds of one call, both libraries on the same data on the same machine.
+"classic" is KSG as in NPEET (``correction=None, norm="max"``); "default" is
+``mutual_information(x, y)`` (Gaussian-copula correction; Euclidean balls on
+radially Gaussianised variables up to a joint dimension of 12, max-norm above).
 """
 
 from __future__ import annotations
@@ -103,7 +106,7 @@ def main(argv=None):
             else:
                 x, y = gaussian_pair(n, d, 1.0, seed) if kind == "G" else t_pair(n, d, 2, seed)
                 truth = 1.0 if kind == "G" else 2 * t_entropy(d, 2) - t_entropy(2 * d, 2)
-                ours = {"classic": lambda: mutual_information(x, y, correction=None),
+                ours = {"classic": lambda: mutual_information(x, y, correction=None, norm="max"),
                         "default": lambda: mutual_information(x, y)}
                 npeet = lambda: npeet_plus.mi(x, y, k=3, base=math.e)  # noqa: E731
                 work = n * 2 * d

@@ -95,6 +95,7 @@ def test_nan_policy():
     (lambda: mutual_information(np.arange(10.0), np.arange(9.0)), "same number of samples"),
     (lambda: mutual_information(np.arange(10.0), np.arange(10.0), method="mine"), "choose one of"),
     (lambda: mutual_information(np.arange(10.0), np.arange(10.0), correction="jackknife"), "correction"),
+    (lambda: mutual_information(np.arange(10.0), np.arange(10.0), norm="l1"), "unknown norm 'l1'"),
     (lambda: conditional_mutual_information(np.arange(10.0), np.arange(10.0), np.arange(8.0)), "same number"),
     (lambda: mutual_information_discrete(np.arange(10.0), [0] * 8 + [1] * 2), "class 1 has 2 samples"),
     (lambda: mutual_information_discrete(np.arange(10.0), np.zeros((10, 2))), "1-D"),

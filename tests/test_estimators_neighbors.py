@@ -1,0 +1,82 @@
+"""Neighbour counts of the KSG estimators against a brute-force numpy count, and the radial map."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import chi, kstest
+
+from entropy_ae.estimators._neighbors import ksg_counts
+from entropy_ae.estimators._validation import radial_gaussianise
+
+torch.set_num_threads(1)
+
+
+def brute_counts(blocks, subsets, k, metric):
+    """KSG counts by definition: strictly inside the joint k-NN radius (max-norm), inside or on it (Euclidean)."""
+    def dist(parts):
+        diff = np.concatenate([blocks[p] for p in parts], axis=1)
+        diff = np.abs(diff[:, None, :] - diff[None, :, :])
+        return diff.max(-1) if metric == "chebyshev" else np.sqrt((diff**2).sum(-1))
+
+    joint = dist(range(len(blocks)))
+    np.fill_diagonal(joint, np.inf)
+    eps = np.sort(joint, axis=1)[:, k - 1]
+    out = []
+    for parts in subsets:
+        sub = dist(parts)
+        np.fill_diagonal(sub, np.inf)
+        inside = sub < eps[:, None] if metric == "chebyshev" else sub <= eps[:, None]
+        out.append(inside.sum(1))
+    return out
+
+
+def grid_blocks(rng, n=60):
+    # Integer coordinates: distances tie exactly, many of them at the radius itself, which is where
+    # strict and inclusive counting differ. Joint rows are distinct (no zero radius).
+    cells = rng.choice(4**3, size=n, replace=False)
+    grid = np.stack([cells // 16, (cells // 4) % 4, cells % 4], axis=1).astype(float)
+    return [grid[:, :2], grid[:, 2:]]
+
+
+@pytest.mark.parametrize("metric", ["chebyshev", "euclidean"])
+@pytest.mark.parametrize("device", [None, "cpu"])  # None: trees (and 1-D binary search); "cpu": torch one pass
+@pytest.mark.parametrize("data", ["ties", "continuous"])
+@pytest.mark.parametrize("threads", [1, 2])  # Euclidean counts use scipy's threaded tree from 2 threads
+def test_ksg_counts_match_brute_force(metric, device, data, threads, monkeypatch):
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
+    rng = np.random.default_rng(0)
+    if data == "ties":
+        blocks = grid_blocks(rng)
+        subsets = [(0,), (1,)]
+        # The test is only meaningful if some marginal distances sit exactly on a radius.
+        joint = brute_counts(blocks, [(0, 1)], 3, metric)[0]
+        assert (joint != 3).any(), "expected ties at the joint radius in the grid data"
+    else:
+        blocks = [rng.standard_normal((80, 2)), rng.standard_normal((80, 1)), rng.standard_normal((80, 2))]
+        subsets = [(0, 2), (1, 2), (2,)]
+    for k in (1, 3):
+        got = ksg_counts(blocks, subsets, k, device, metric=metric)
+        for g, want in zip(got, brute_counts(blocks, subsets, k, metric)):
+            np.testing.assert_array_equal(g, want)
+
+
+def test_ksg_counts_rejects_unknown_metric():
+    with pytest.raises(ValueError, match="metric"):
+        ksg_counts([np.zeros((5, 1)), np.ones((5, 1))], [(0,)], 1, metric="manhattan")
+
+
+def test_radial_gaussianise_keeps_directions_and_order_of_radii():
+    rng = np.random.default_rng(1)
+    # Whitened Student-t (nu = 2) in 4-D: a heavy-tailed scale mixture of Gaussians.
+    x = rng.standard_normal((3000, 4)) * np.sqrt(2 / rng.chisquare(2, 3000))[:, None]
+    z = radial_gaussianise(x)
+    r_x, r_z = np.linalg.norm(x, axis=1), np.linalg.norm(z, axis=1)
+    np.testing.assert_allclose(z / r_z[:, None], x / r_x[:, None], atol=1e-12)   # same directions
+    assert (np.diff(r_z[np.argsort(r_x)]) > 0).all()                               # radii keep their order
+    # The new radii are chi(4) quantiles of the ranks: a KS test cannot tell them from chi(4)
+    # (the p-value of an exact grid of quantiles is ~1; a wrong d or scale gives p < 1e-6).
+    assert kstest(r_z, chi(4).cdf).pvalue > 0.5
+    assert kstest(r_x, chi(4).cdf).pvalue < 1e-6
+    assert math.isclose(np.cov(z, rowvar=False).trace(), 4.0, rel_tol=0.1)        # E|z|^2 = d

@@ -37,11 +37,11 @@ CPU is not launch-bound, and oneDNN's grouped kernels are slower than M
 separate ones (``benchmarks/sweep.py`` times the stacked strategy too), so on CPU the default is the other
 strategy, ``per_core``: the group's models train at the same time, one per
 worker thread, each running :func:`~entropy_ae.training.train_model` on a
-single intra-op thread. On an idle 2-core machine that is as fast as one
-model after another on both cores (one model already scales to two
-threads); when other work holds a core it is several times faster, because
-no model waits at a two-thread barrier for a busy core (README, "Batched
-sweeps", for the figures and the command).
+single intra-op thread. On an idle 2-core machine that measured 1.3x faster
+than one model after another on both cores (one model already scales well
+to two threads); with one core busy with other work, 2.5x, because no model
+waits at a two-thread barrier for the busy core (README, "Batched sweeps",
+for the figures and the command).
 
 Memory grows linearly with the number of models M per group (see
 :func:`estimate_group_bytes`); ``max_models_per_group=None`` caps M so a group

@@ -1,7 +1,8 @@
 """Bias and run time of entropy_ae.estimators against npeet-plus (NPEET's code), in one run.
 
 Usage (from the repository root):
-    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/estimators.py            # goal cases, about 3 minutes
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/estimators.py            # goal cases, about 4 minutes
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/estimators.py --only 'MI Gaussian I=1'  # KSG speed goals, 3 min
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/estimators.py --full     # + more seeds and N=1e5 at d=16
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/estimators.py --full --only 'd=16 N=1e+05'  # one heavy row
     .venv/bin/python benchmarks/estimators.py --seeds 1 --skip-npeet       # ours only, quickest
@@ -13,6 +14,9 @@ seconds of one call, both libraries on the same data on the same machine.
 "classic" is KSG as in NPEET (``correction=None, norm="max"``); "default" is
 ``mutual_information(x, y)`` (Gaussian-copula correction; Euclidean balls on
 radially Gaussianised variables up to a joint dimension of 12, max-norm above).
+The last column is the speed ratio within this run: on a shared machine only
+ratios from one run compare. npeet is single-threaded and ours uses both cores,
+so a busy machine inflates our ratio.
 """
 
 from __future__ import annotations
@@ -56,6 +60,13 @@ def timed(fn):
     return value, time.perf_counter() - start
 
 
+def ratio(times, key):
+    """Mean time of ours over npeet's, both measured in this run ('-' where either is missing)."""
+    if not times[key] or not times["npeet"]:
+        return "-"
+    return f"{np.mean(times[key]) / np.mean(times['npeet']):.2f}"
+
+
 def cases(full):
     seeds_extra = 2 if full else 0
     yield "entropy Gaussian", 4, 10_000, 10 + seeds_extra, "H"
@@ -79,8 +90,9 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, default=None, help="override the number of seeds per case")
     parser.add_argument("--only", default=None, help="run only cases whose label contains this, e.g. 'MI' or 'N=1e+05'")
     parser.add_argument("--skip-npeet", action="store_true", help="time only entropy_ae")
-    parser.add_argument("--npeet-max-n-d", type=float, default=4e5,
-                        help="skip npeet where n*d exceeds this (it does not finish in 40 s there)")
+    parser.add_argument("--npeet-max-n-d", type=float, default=1.4e6,
+                        help="skip npeet where n times the (joint) dimension exceeds this: the d=16, N=1e5 rows, "
+                             "where it does not finish in 40 s")
     args = parser.parse_args(argv)
     torch.set_num_threads(int(__import__("os").environ.get("OMP_NUM_THREADS", "2")))
     import npeet_plus
@@ -88,8 +100,8 @@ def main(argv=None):
     print(f"# {platform.node()} {platform.processor()} torch threads={torch.get_num_threads()} "
           f"torch {torch.__version__} numpy {np.__version__}; k=3, nats")
     print("| case | d | N | truth | ours bias (classic) | ours bias (default) | npeet bias | ours time s "
-          "(classic / default) | npeet time s |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "(classic / default) | npeet time s | time ours/npeet (classic / default) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name, d, n, seeds, kind in cases(args.full):
         if args.only and args.only not in f"{name} d={d} N={n:.0e}":
             continue
@@ -114,7 +126,7 @@ def main(argv=None):
                 value, sec = timed(fn)
                 rows[key].append(value - truth)
                 times[key].append(sec)
-            if not args.skip_npeet and work <= args.npeet_max_n_d * (2 if kind == "H" else 2):
+            if not args.skip_npeet and work <= args.npeet_max_n_d:
                 value, sec = timed(npeet)
                 rows["npeet"].append(value - truth)
                 times["npeet"].append(sec)
@@ -128,7 +140,7 @@ def main(argv=None):
         print(f"| {name} ({seeds} seed{'s' if seeds > 1 else ''}) | {d}{' vs ' + str(d) if kind != 'H' else ''} "
               f"| {n:.0e} | {truth:.3f} | {fmt('classic', 'bias')} | {fmt('default', 'bias')} "
               f"| {fmt('npeet', 'bias')} | {fmt('classic', 'time')} / {fmt('default', 'time')} "
-              f"| {fmt('npeet', 'time')} |", flush=True)
+              f"| {fmt('npeet', 'time')} | {ratio(times, 'classic')} / {ratio(times, 'default')} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,16 @@
 """Neighbour counts of the KSG estimators against a brute-force numpy count, and the radial map."""
 
 import math
+import multiprocessing
+import os
 
 import numpy as np
 import pytest
 import torch
 from scipy.stats import chi, kstest
 
-from entropy_ae.estimators._neighbors import ksg_counts
+import entropy_ae.estimators._neighbors as neighbors
+from entropy_ae.estimators._neighbors import count_within, ksg_counts
 from entropy_ae.estimators._validation import radial_gaussianise
 
 torch.set_num_threads(1)
@@ -46,6 +49,7 @@ def grid_blocks(rng, n=60):
 @pytest.mark.parametrize("threads", [1, 2])  # Euclidean counts use scipy's threaded tree from 2 threads
 def test_ksg_counts_match_brute_force(metric, device, data, threads, monkeypatch):
     monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
+    monkeypatch.setattr(neighbors, "PROCESS_MIN_QUERIES", 0)  # 2 threads: max-norm counts in 2 processes
     rng = np.random.default_rng(0)
     if data == "ties":
         blocks = grid_blocks(rng)
@@ -60,6 +64,82 @@ def test_ksg_counts_match_brute_force(metric, device, data, threads, monkeypatch
         got = ksg_counts(blocks, subsets, k, device, metric=metric)
         for g, want in zip(got, brute_counts(blocks, subsets, k, metric)):
             np.testing.assert_array_equal(g, want)
+
+
+def small_tiles(monkeypatch, side=40):
+    """Make the half-matrix max-norm path run on small inputs, in tiles of ``side`` rows."""
+    monkeypatch.setattr(neighbors, "SYMMETRIC_MIN_SAMPLES", 0)
+    monkeypatch.setattr(neighbors, "SYMMETRIC_MIN_DIM", 0)
+    # The tile side is sqrt(elements / (blocks + subsets + 2)): ``side`` rows for MI, fewer for CMI.
+    monkeypatch.setattr(neighbors, "_CHUNK_ELEMENTS", {"cpu": 6 * side**2})
+    used = []
+    real = neighbors._ksg_counts_symmetric
+    monkeypatch.setattr(neighbors, "_ksg_counts_symmetric", lambda *a: used.append(real(*a)) or used[-1])
+    return used
+
+
+@pytest.mark.parametrize("data", ["ties", "continuous"])
+def test_half_matrix_counts_match_brute_force(data, monkeypatch):
+    used = small_tiles(monkeypatch)
+    rng = np.random.default_rng(2)
+    if data == "ties":
+        cells = rng.choice(6**3, size=150, replace=False)  # distinct rows on a 6x6x6 integer grid
+        grid = np.stack([cells // 36, (cells // 6) % 6, cells % 6], axis=1).astype(float)
+        blocks, subsets = [grid[:, :2], grid[:, 2:]], [(0,), (1,)]
+    else:
+        blocks = [rng.standard_normal((170, 3)), rng.standard_normal((170, 2)), rng.standard_normal((170, 2))]
+        subsets = [(0, 2), (1, 2), (2,)]
+    for k in (1, 3):
+        got = ksg_counts(blocks, subsets, k, "cpu")
+        assert used[-1] is not None, "the half-matrix path should have run (and not fallen back)"
+        for g, want in zip(got, brute_counts(blocks, subsets, k, "chebyshev")):
+            np.testing.assert_array_equal(g, want)
+
+
+# Caps for these 200 points: 10 is passed in the first tile (prune, then give up); at 9000 the diagonal tiles
+# predict a store over the cap (give up, no prune); at 12000 one prune brings it back under the cap.
+@pytest.mark.parametrize("cap, pruned, fell_back", [(10, True, True), (9000, False, True), (12000, True, False)])
+def test_half_matrix_store_cap(cap, pruned, fell_back, monkeypatch):
+    """Over the cap of kept pairs it prunes, then gives up to the one-pass path; the counts never change."""
+    used = small_tiles(monkeypatch)
+    monkeypatch.setattr(neighbors, "_MAX_CANDIDATES", cap)
+    prunes = []
+    real_prune = neighbors._CandidateStore.prune
+    monkeypatch.setattr(neighbors._CandidateStore, "prune", lambda self, b: prunes.append(1) or real_prune(self, b))
+    rng = np.random.default_rng(3)
+    blocks = [rng.standard_normal((200, 2)), rng.standard_normal((200, 2))]
+    got = ksg_counts(blocks, [(0,), (1,)], 3, "cpu")
+    assert (used[-1] is None) == fell_back
+    assert bool(prunes) == pruned
+    for g, want in zip(got, brute_counts(blocks, [(0,), (1,)], 3, "chebyshev")):
+        np.testing.assert_array_equal(g, want)
+
+
+def test_counts_in_processes_equal_serial_and_survive_a_lost_worker(monkeypatch):
+    monkeypatch.setattr(neighbors, "PROCESS_MIN_QUERIES", 0)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((500, 3))
+    radius = rng.uniform(0.2, 1.0, 500)
+    dist = np.abs(x[:, None, :] - x[None, :, :]).max(-1)
+    np.fill_diagonal(dist, np.inf)
+    want = (dist < radius[:, None] * (1 - 1e-9)).sum(1)
+    np.testing.assert_array_equal(count_within(x, radius, "chebyshev"), want)
+    # A worker that dies without answering has its part redone by the caller.
+    parent = os.getpid()
+
+    def query(start, stop):
+        if os.getpid() != parent:
+            os._exit(1)
+        return np.arange(start, stop)
+
+    np.testing.assert_array_equal(neighbors._in_processes(query, 10, 3), np.arange(10))
+    # So does one that cannot be started at all.
+    def no_process(self):
+        raise OSError("no more processes")
+
+    monkeypatch.setattr(multiprocessing.get_context("fork").Process, "start", no_process)
+    np.testing.assert_array_equal(neighbors._in_processes(query, 10, 3), np.arange(10))
 
 
 def test_ksg_counts_rejects_unknown_metric():

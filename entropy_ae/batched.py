@@ -699,16 +699,12 @@ def _trained_per_core(data, configs, group, cpu_workers, progress):
     try:
         with ThreadPoolExecutor(workers, thread_name_prefix="entropy-ae-train") as pool:
             futures = {pool.submit(work, i): i for i in group}
-            for future in as_completed(futures):
-                i = futures[future]
-                if bar is not None:
-                    bar.update(1)
-                try:
-                    result, seconds = future.result()
-                except Exception as err:  # noqa: BLE001 -- re-raised below, after the others are saved
-                    failures.append((configs[i], err))
-                    continue
-                yield [i], [result], seconds / workers
+            try:
+                yield from _finished(futures, configs, failures, workers, bar)
+            except GeneratorExit:  # the caller stopped (e.g. a save failed): start no further model
+                for future in futures:
+                    future.cancel()
+                raise
     finally:
         torch.set_num_threads(previous)
         if bar is not None:
@@ -720,6 +716,20 @@ def _trained_per_core(data, configs, group, cpu_workers, progress):
         if hasattr(err, "add_note"):  # Python >= 3.11
             err.add_note(where)
         raise err
+
+
+def _finished(futures, configs, failures, workers, bar):
+    """Yield each finished model of :func:`_trained_per_core`; failures are collected, not raised."""
+    for future in as_completed(futures):
+        i = futures[future]
+        if bar is not None:
+            bar.update(1)
+        try:
+            result, seconds = future.result()
+        except Exception as err:  # noqa: BLE001 -- re-raised by the caller, after the others are saved
+            failures.append((configs[i], err))
+            continue
+        yield [i], [result], seconds / workers
 
 
 def _trained_groups(data, configs, max_models_per_group, progress, options):

@@ -302,6 +302,29 @@ def test_per_core_failure_keeps_the_finished_models(tmp_path, monkeypatch):
     assert (run_dirs[1] / "metrics.json").exists() and (run_dirs[2] / "metrics.json").exists()
 
 
+def test_per_core_stops_starting_models_when_the_caller_fails(tmp_path, monkeypatch):
+    data = make_tiny_data(n_train=N_TRAIN)
+    real, started = batched.train_model, []
+
+    def counted(data, config, progress=None):
+        started.append(config.latent_size)
+        return real(data, config, progress=progress)
+
+    def broken_save(*args, **kwargs):
+        raise OSError("disk full (injected)")
+
+    monkeypatch.setattr(batched, "train_model", counted)
+    monkeypatch.setattr(batched, "save_run", broken_save)
+    configs = [_config(d, 0, epochs=1) for d in (2, 3, 4, 5)]
+    threads = torch.get_num_threads()
+    with pytest.raises(OSError, match="disk full"):
+        run_trainings_batched(data, configs, [tmp_path / str(c.latent_size) for c in configs],
+                              options=BatchedOptions(cpu_workers=1))
+    # One worker: the first model failed to save; at most the one already running after it was trained.
+    assert len(started) <= 2
+    assert torch.get_num_threads() == threads
+
+
 @pytest.mark.parametrize("strategy", ["per_core", "stacked"])
 def test_run_trainings_batched_writes_the_same_run_dirs(tmp_path, strategy):
     data = make_tiny_data(n_train=N_TRAIN)

@@ -71,8 +71,8 @@ from .reproducibility import resolve_device
 from .training import (
     TrainConfig,
     check_train_images,
-    progress_enabled,
     initial_model,
+    progress_enabled,
     train_model,
     training_memory_format,
 )
@@ -677,10 +677,7 @@ def _trained_per_core(data, configs, group, cpu_workers, progress):
     the others; the first failure is raised after every model has finished.
     """
     previous = torch.get_num_threads()
-    workers = previous if cpu_workers is None else cpu_workers
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"BatchedOptions.cpu_workers must be a positive integer or None, got {workers!r}")
-    workers = min(workers, len(group))
+    workers = min(previous if cpu_workers is None else cpu_workers, len(group))
 
     def work(i):
         # Intra-op threads would compete with the other workers for the cores.
@@ -739,6 +736,9 @@ def _trained_groups(data, configs, max_models_per_group, progress, options):
         raise ValueError("need at least one TrainConfig")
     options = options or BatchedOptions()
     devices = [resolve_device(cfg.device) for cfg in configs]
+    workers = options.cpu_workers
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise ValueError(f"BatchedOptions.cpu_workers must be a positive integer or None, got {workers!r}")
     if options.cuda_graphs and any(d.type != "cuda" for d in devices):
         raise ValueError("BatchedOptions(cuda_graphs=True) needs a CUDA device")
     image_size = int(data.image_size)

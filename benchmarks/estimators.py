@@ -6,6 +6,8 @@ Usage (from the repository root):
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/estimators.py --full     # + more seeds and N=1e5 at d=16
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/estimators.py --full --only 'd=16 N=1e+05'  # one heavy row
     .venv/bin/python benchmarks/estimators.py --seeds 1 --skip-npeet       # ours only, quickest
+    .venv/bin/python benchmarks/estimators.py --gpu                        # the torch path on CUDA at N=1e6
+    .venv/bin/python benchmarks/estimators.py --gpu --rehearse --gpu-n 30000   # the same code on the CPU
 
 Truths: Gaussian entropy 0.5 d log(2 pi e); correlated Gaussians X ~ N(0, I_d),
 Y = rho X + sqrt(1 - rho^2) E with I = 1 nat spread over d pairs; multivariate
@@ -17,6 +19,12 @@ radially Gaussianised variables up to a joint dimension of 12, max-norm above).
 The last column is the speed ratio within this run: on a shared machine only
 ratios from one run compare. npeet is single-threaded and ours uses both cores,
 so a busy machine inflates our ratio.
+
+``--gpu`` times the torch (brute-force) path on CUDA at N = 1e6 instead (entropy
+d = 4 and 16; MI 4 vs 4 and 16 vs 16, classic and default), with the bias,
+and checks on 19,999 points (below the automatic GPU threshold, so ``device=None``
+takes the CPU trees) that the CUDA path gives the CPU path's numbers. Where
+``--gpu-cpu-times`` is given, the CPU path is also timed at the full N (minutes).
 """
 
 from __future__ import annotations
@@ -84,6 +92,51 @@ def cases(full):
         yield "MI Gaussian I=1", 16, 100_000, 1, "G"
 
 
+GPU_CASES = (("entropy Gaussian", 4, "H"), ("entropy Gaussian", 16, "H"),
+             ("MI Gaussian I=1", 4, "G"), ("MI Gaussian I=1", 16, "G"))
+#: Below the automatic GPU threshold (entropy_ae.estimators._neighbors.GPU_MIN_SAMPLES): device=None
+#: takes the CPU trees / CPU torch path there, so the two paths can be compared on one sample.
+CHECK_N = 19_999
+
+
+def _calls(kind, d, n, seed):
+    """Truth and {variant: fn(device)} of a case on fresh data."""
+    if kind == "H":
+        x = np.random.default_rng(seed).standard_normal((n, d))
+        return 0.5 * d * math.log(2 * math.pi * math.e), {"default": lambda dev: entropy(x, device=dev)}
+    x, y = gaussian_pair(n, d, 1.0, seed)
+    return 1.0, {"classic": lambda dev: mutual_information(x, y, correction=None, norm="max", device=dev),
+                 "default": lambda dev: mutual_information(x, y, device=dev)}
+
+
+def gpu_main(args) -> None:
+    """The torch path at large N on CUDA (or, with --rehearse, on the CPU), checked against the CPU path."""
+    if torch.cuda.is_available():
+        device = "cuda"
+    elif args.rehearse:
+        device = "cpu"
+        print("REHEARSAL on the CPU (--rehearse): the torch path forced on the CPU; no GPU figures")
+    else:
+        raise SystemExit("--gpu needs CUDA; add --rehearse (and a small --gpu-n) to run the same code on the CPU")
+    name = torch.cuda.get_device_name(0) if device == "cuda" else platform.processor()
+    print(f"# torch path on {device} ({name}), torch {torch.__version__}; k=3, nats")
+    print("| case | d | N | variant | truth | bias | torch-path time s | CPU-path time s | "
+          f"CPU-path minus torch-path at N=min({CHECK_N}, N) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for label, d, kind in GPU_CASES:
+        truth, calls = _calls(kind, d, args.gpu_n, seed=0)
+        check_n = min(CHECK_N, args.gpu_n)
+        _truth, checks = _calls(kind, d, check_n, seed=1)
+        for variant, fn in calls.items():
+            value, sec = timed(lambda: fn(device))
+            if device == "cuda":
+                torch.cuda.synchronize()
+            cpu_sec = f"{timed(lambda: fn(None if device == 'cpu' else 'cpu'))[1]:.2f}" if args.gpu_cpu_times else "-"
+            gap = timed(lambda: checks[variant](None))[0] - timed(lambda: checks[variant](device))[0]
+            print(f"| {label} | {d}{' vs ' + str(d) if kind != 'H' else ''} | {args.gpu_n:.0e} | {variant} "
+                  f"| {truth:.3f} | {value - truth:+.3f} | {sec:.2f} | {cpu_sec} | {gap:+.1e} |", flush=True)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--full", action="store_true", help="more seeds and the N=1e5, d=16 rows (entropy, MI)")
@@ -93,8 +146,15 @@ def main(argv=None):
     parser.add_argument("--npeet-max-n-d", type=float, default=1.4e6,
                         help="skip npeet where n times the (joint) dimension exceeds this: the d=16, N=1e5 rows, "
                              "where it does not finish in 40 s")
+    parser.add_argument("--gpu", action="store_true", help="time the torch path on CUDA at --gpu-n (see above)")
+    parser.add_argument("--gpu-n", type=float, default=1e6, help="--gpu: sample size (default 1e6)")
+    parser.add_argument("--gpu-cpu-times", action="store_true", help="--gpu: also time the CPU path at --gpu-n")
+    parser.add_argument("--rehearse", action="store_true", help="--gpu without CUDA: run the torch path on the CPU")
     args = parser.parse_args(argv)
     torch.set_num_threads(int(__import__("os").environ.get("OMP_NUM_THREADS", "2")))
+    if args.gpu:
+        args.gpu_n = int(args.gpu_n)
+        return gpu_main(args)
     import npeet_plus
 
     print(f"# {platform.node()} {platform.processor()} torch threads={torch.get_num_threads()} "

@@ -16,6 +16,14 @@ Three parts, all in one run (ratios are only compared within a run):
   model and scaled linearly to the full epoch count (printed as such). Prints
   both times, the ratio, the device and the mean GPU utilisation sampled
   during the batched sweep.
+* ``--gpu --variants fp32,bf16,...``: instead, each GPU switch of
+  ``BatchedOptions`` (bf16 autocast, channels-last, torch.compile, CUDA
+  graphs, or combinations with "+") timed for ``--variant-epochs`` epochs of
+  the whole sweep, with its projected full-sweep time, utilisation, peak
+  memory and how far its final losses are from float32 (float32 runs twice:
+  that gap is the noise floor). Pick what pays, then run ``--gpu`` with it.
+* ``--gpu --device cpu --rehearse``: the GPU code path on the CPU with tiny
+  settings, to check the script before spending GPU time (no GPU figures).
 * Always: FLOPs per image per training step of each model (counted with
   ``torch.utils.flop_counter.FlopCounterMode``: convolutions and matrix
   products, forward + backward), times the image-steps of the sweep, against
@@ -27,6 +35,9 @@ Usage::
     .venv/bin/python benchmarks/sweep.py --threads 2          # CPU, ~2-5 min on a 2-core machine
     .venv/bin/python benchmarks/sweep.py --threads 2 --background-load 1   # the same, one core taken
     .venv/bin/python benchmarks/sweep.py --gpu                # needs CUDA
+    .venv/bin/python benchmarks/sweep.py --gpu --variants fp32,bf16,channels-last,bf16+channels-last,compile,cuda-graphs
+    .venv/bin/python benchmarks/sweep.py --gpu --device cpu --rehearse --data 'synthetic[n_train=64]' \
+        --image-size 16 --latent-sizes 2,4 --seeds 0 --epochs 2 --paper-epochs 1 --paper-runs 1
     .venv/bin/python benchmarks/sweep.py --flops-only         # the hardware-limit table only
 """
 
@@ -195,6 +206,8 @@ class _UtilisationSampler:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _sample(self) -> float | None:
+        if self.device.type != "cuda":
+            return None
         index = self.device.index or 0
         try:
             return float(torch.cuda.utilization(index))
@@ -228,38 +241,139 @@ class _UtilisationSampler:
         return statistics.mean(self.samples) if self.samples else None
 
 
+#: ``--variants`` names and the BatchedOptions switches each turns on ("+" combines them).
+VARIANTS = {
+    "fp32": {},
+    "bf16": {"autocast_bf16": True},
+    "channels-last": {"channels_last": True},
+    "compile": {"compile": True},
+    "cuda-graphs": {"cuda_graphs": True},
+}
+
+
+def variant_options(name: str) -> BatchedOptions:
+    """``BatchedOptions`` of a ``--variants`` entry such as ``"bf16+channels-last"`` (stacked strategy)."""
+    switches = {"strategy": "stacked", "channels_last": False}
+    for part in name.split("+"):
+        if part not in VARIANTS:
+            raise SystemExit(f"unknown variant {part!r} in {name!r}; choose from {', '.join(VARIANTS)} "
+                             f"(combine with '+', e.g. bf16+channels-last)")
+        switches.update(VARIANTS[part])
+    return BatchedOptions(**switches)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def _peak_gib(device: torch.device) -> str:
+    return f"{torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB" if device.type == "cuda" else "n/a (CPU)"
+
+
+def _timed_sweep(data, configs, device, options, max_models_per_group):
+    """Wall time, mean GPU utilisation, peak memory and results of one batched sweep (after a sync)."""
+    _sync(device)
+    _reset_peak(device)
+    with _UtilisationSampler(device) as util:
+        start = time.perf_counter()
+        results = train_models_batched(data, configs, max_models_per_group=max_models_per_group, progress=False,
+                                       options=options)
+        _sync(device)
+        seconds = time.perf_counter() - start
+    return seconds, util.mean, _peak_gib(device), results
+
+
+def _fmt_util(value) -> str:
+    return "n/a" if value is None else f"{value:.0f}%"
+
+
+def _gpu_device(args) -> torch.device:
+    device = resolve_device(args.device)
+    if device.type == "cuda":
+        return device
+    if device.type == "cpu" and args.rehearse:
+        print("REHEARSAL on the CPU (--rehearse): checks the GPU code path end to end; "
+              "times, utilisation and memory here say nothing about a GPU")
+        return device
+    raise SystemExit(f"--gpu needs a CUDA device (got {args.device!r}, CUDA available: "
+                     f"{torch.cuda.is_available()}); --device cpu --rehearse runs the same code on the CPU")
+
+
+def variant_table(args) -> None:
+    """Time each ``--variants`` entry for ``--variant-epochs`` epochs of the whole sweep (after a
+    1-epoch warm-up that also compiles), and compare its final losses with plain float32.
+
+    The float32 sweep runs twice: the gap between its two runs is the noise floor (cuDNN picks
+    algorithms per run), against which the other variants' loss gaps are judged.
+    """
+    device = _gpu_device(args)
+    data = load_data(args.data, image_size=args.image_size)
+    latent_sizes, seeds = _ints(args.latent_sizes), _ints(args.seeds)
+    names = [v.strip() for v in args.variants.split(",") if v.strip()]
+    if "fp32" not in names:
+        names.insert(0, "fp32")
+    print(f"{_device_line(device)}; {len(data.train)} train images {data.image_size}x{data.image_size}; "
+          f"{len(latent_sizes) * len(seeds)} models; {args.variant_epochs} timed epoch(s) per variant")
+    print("| variant | s per epoch | projected sweep of " f"{args.epochs} epochs (s) | GPU util | peak memory "
+          "| max rel. final-loss gap to fp32 |")
+    print("|---|---|---|---|---|---|")
+    reference = None
+    for name in names + (["fp32"] if device.type == "cuda" else []):
+        options = variant_options(name)
+        if options.cuda_graphs and device.type != "cuda":
+            print(f"| {name} | skipped: CUDA graphs need CUDA | | | | |")
+            continue
+
+        def configs(epochs):
+            return [TrainConfig(latent_size=d, seed=s, epochs=epochs, batch_size=args.batch_size,
+                                device=str(device)) for d in latent_sizes for s in seeds]
+
+        _timed_sweep(data, configs(1), device, options, args.max_models_per_group)  # warm-up, compiles
+        seconds, util, peak, results = _timed_sweep(data, configs(args.variant_epochs), device, options,
+                                                    args.max_models_per_group)
+        final = [history[-1] for _model, history in results]
+        if reference is None:
+            reference, gap = final, "reference"
+        else:
+            gap = f"{max(abs(a - b) / abs(b) for a, b in zip(final, reference)):.1e}"
+        per_epoch = seconds / args.variant_epochs
+        print(f"| {name} | {per_epoch:.3f} | {per_epoch * args.epochs:.1f} | {_fmt_util(util)} | {peak} | {gap} |",
+              flush=True)
+    print("the last fp32 row is a second float32 run: its gap is the noise floor" if device.type == "cuda"
+          else "(CPU: float32 is deterministic, so the noise floor is 0)")
+
+
+def _device_line(device: torch.device) -> str:
+    env = environment_info(device)
+    return f"device {env['device']} ({env['device_name']}), torch {env['versions']['torch']}"
+
+
 def gpu_benchmark(args) -> None:
-    if not torch.cuda.is_available():
-        raise SystemExit("--gpu needs a CUDA device; none is available here")
-    device = resolve_device(args.device if args.device != "cpu" else "cuda")
+    device = _gpu_device(args)
     data = load_data(args.data, image_size=args.image_size)
     latent_sizes, seeds = _ints(args.latent_sizes), _ints(args.seeds)
     configs = [TrainConfig(latent_size=d, seed=s, epochs=args.epochs, batch_size=args.batch_size, device=str(device))
                for d in latent_sizes for s in seeds]
-    options = BatchedOptions(autocast_bf16=args.bf16, compile=args.compile, cuda_graphs=args.cuda_graphs,
-                             channels_last=args.channels_last)
-    env = environment_info(device)
-    print(f"device {env['device']} ({env['device_name']}), torch {env['versions']['torch']}")
+    options = BatchedOptions(strategy="stacked", autocast_bf16=args.bf16, compile=args.compile,
+                             cuda_graphs=args.cuda_graphs, channels_last=args.channels_last)
+    print(_device_line(device))
     print(f"data {data.name}: {len(data.train)} train images {data.image_size}x{data.image_size}; {len(configs)} "
           f"models, {args.epochs} epochs, batch {args.batch_size}; options {options}")
     per_model = estimate_group_bytes(1, args.batch_size, args.image_size, max(latent_sizes))
     print(f"estimated memory per model {per_model / 2**20:.0f} MiB; all {len(configs)}: "
           f"{len(configs) * per_model / 2**30:.2f} GiB")
 
-    warm = [TrainConfig(latent_size=d, seed=0, epochs=1, batch_size=args.batch_size, device=str(device))
-            for d in latent_sizes[:2]]
-    train_models_batched(data, warm, progress=False, options=options)
-    torch.cuda.synchronize(device)
-    torch.cuda.reset_peak_memory_stats(device)
-    with _UtilisationSampler(device) as util:
-        start = time.perf_counter()
-        train_models_batched(data, configs, max_models_per_group=args.max_models_per_group, progress=False,
-                             options=options)
-        torch.cuda.synchronize(device)
-        t_batched = time.perf_counter() - start
-    peak_mem = torch.cuda.max_memory_allocated(device)
-    print(f"batched sweep: {t_batched:.1f} s, mean GPU utilisation "
-          f"{'n/a' if util.mean is None else f'{util.mean:.0f}%'}, peak memory {peak_mem / 2**30:.2f} GiB")
+    # Warm-up with the timed group shapes (one epoch): cuDNN autotuning and compilation happen here.
+    warm = [dataclasses.replace(c, epochs=1) for c in configs]
+    _timed_sweep(data, warm, device, options, args.max_models_per_group)
+    t_batched, util, peak, _results = _timed_sweep(data, configs, device, options, args.max_models_per_group)
+    print(f"batched sweep: {t_batched:.1f} s, mean GPU utilisation {_fmt_util(util)}, peak memory {peak}")
 
     paper_style_training = _paper_style_training()
     paper_configs = configs[: args.paper_runs] if args.paper_runs else configs
@@ -269,11 +383,11 @@ def gpu_benchmark(args) -> None:
             short = TrainConfig(latent_size=c.latent_size, seed=c.seed, epochs=args.paper_epochs,
                                 batch_size=c.batch_size, device=c.device)
             paper_style_training(data.train, short, args.num_workers)
-        torch.cuda.synchronize(device)
+        _sync(device)
         t_measured = time.perf_counter() - start
     t_paper = t_measured * (len(configs) / len(paper_configs)) * (args.epochs / args.paper_epochs)
     print(f"paper-style loop: {t_measured:.1f} s measured for {len(paper_configs)} model(s) x {args.paper_epochs} "
-          f"epoch(s) (GPU utilisation {'n/a' if util_paper.mean is None else f'{util_paper.mean:.0f}%'}); "
+          f"epoch(s) (GPU utilisation {_fmt_util(util_paper.mean)}); "
           f"scaled to {len(configs)} x {args.epochs} epochs: {t_paper:.1f} s")
     print(f"speed-up batched vs paper-style: {t_paper / t_batched:.1f}x")
     total = hardware_limit(latent_sizes, len(seeds), args.epochs, len(data.train), args.image_size,
@@ -315,6 +429,14 @@ def main(argv=None) -> None:
     parser.add_argument("--compile", action="store_true", help="GPU: torch.compile")
     parser.add_argument("--cuda-graphs", action="store_true", help="GPU: torch.compile(mode='reduce-overhead')")
     parser.add_argument("--channels-last", action="store_true", help="GPU: channels-last memory format")
+    parser.add_argument("--variants", default=None,
+                        help="GPU: instead of the full comparison, time these BatchedOptions variants for "
+                             f"--variant-epochs epochs each, e.g. 'fp32,bf16,channels-last,bf16+channels-last,"
+                             f"compile,cuda-graphs' (names: {', '.join(VARIANTS)})")
+    parser.add_argument("--variant-epochs", type=int, default=3, help="GPU --variants: timed epochs per variant")
+    parser.add_argument("--rehearse", action="store_true",
+                        help="allow --gpu with --device cpu: run the GPU code path on the CPU to check it "
+                             "(use tiny --data/--epochs; no GPU figures)")
     parser.add_argument("--peak-tflops", default=DEFAULT_PEAKS, help=f"name=TFLOP/s,... (default {DEFAULT_PEAKS})")
     args = parser.parse_args(argv)
 
@@ -328,6 +450,8 @@ def main(argv=None) -> None:
         n = 4000 if gpu else int(load_data(args.data, image_size=args.image_size).train.shape[0])
         hardware_limit(_ints(args.latent_sizes), len(_ints(args.seeds)), args.epochs, n, args.image_size,
                        args.batch_size, _peaks(args.peak_tflops))
+    elif gpu and args.variants:
+        variant_table(args)
     elif gpu:
         gpu_benchmark(args)
     else:

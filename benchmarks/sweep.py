@@ -35,7 +35,7 @@ Usage::
     .venv/bin/python benchmarks/sweep.py --threads 2          # CPU, ~2-5 min on a 2-core machine
     .venv/bin/python benchmarks/sweep.py --threads 2 --background-load 1   # the same, one core taken
     .venv/bin/python benchmarks/sweep.py --gpu                # needs CUDA
-    .venv/bin/python benchmarks/sweep.py --gpu --variants fp32,bf16,channels-last,bf16+channels-last,compile,cuda-graphs
+    .venv/bin/python benchmarks/sweep.py --gpu --variants fp32,bf16,channels-last,bf16+channels-last,fused-adam,compile,cuda-graphs
     .venv/bin/python benchmarks/sweep.py --gpu --device cpu --rehearse --data 'synthetic[n_train=64]' \
         --image-size 16 --latent-sizes 2,4 --seeds 0 --epochs 2 --paper-epochs 1 --paper-runs 1
     .venv/bin/python benchmarks/sweep.py --flops-only         # the hardware-limit table only
@@ -248,6 +248,7 @@ VARIANTS = {
     "channels-last": {"channels_last": True},
     "compile": {"compile": True},
     "cuda-graphs": {"cuda_graphs": True},
+    "fused-adam": {"fused_adam": True},
 }
 
 
@@ -361,7 +362,8 @@ def gpu_benchmark(args) -> None:
     configs = [TrainConfig(latent_size=d, seed=s, epochs=args.epochs, batch_size=args.batch_size, device=str(device))
                for d in latent_sizes for s in seeds]
     options = BatchedOptions(strategy="stacked", autocast_bf16=args.bf16, compile=args.compile,
-                             cuda_graphs=args.cuda_graphs, channels_last=args.channels_last)
+                             cuda_graphs=args.cuda_graphs, channels_last=args.channels_last,
+                             fused_adam=args.fused_adam)
     print(_device_line(device))
     print(f"data {data.name}: {len(data.train)} train images {data.image_size}x{data.image_size}; {len(configs)} "
           f"models, {args.epochs} epochs, batch {args.batch_size}; options {options}")
@@ -429,6 +431,7 @@ def main(argv=None) -> None:
     parser.add_argument("--compile", action="store_true", help="GPU: torch.compile")
     parser.add_argument("--cuda-graphs", action="store_true", help="GPU: torch.compile(mode='reduce-overhead')")
     parser.add_argument("--channels-last", action="store_true", help="GPU: channels-last memory format")
+    parser.add_argument("--fused-adam", action="store_true", help="GPU: torch.optim.Adam(fused=True)")
     parser.add_argument("--variants", default=None,
                         help="GPU: instead of the full comparison, time these BatchedOptions variants for "
                              f"--variant-epochs epochs each, e.g. 'fp32,bf16,channels-last,bf16+channels-last,"

@@ -128,6 +128,9 @@ class BatchedOptions:
         forward and backward (implies ``compile``; CUDA only).
     channels_last : bool
         Keep images and conv weights in channels-last memory format.
+    fused_adam : bool
+        ``torch.optim.Adam(fused=True)``: one kernel for the whole update
+        instead of a few per parameter group (same maths, other rounding).
     split_edge_convs : bool or None
         Run the first and the last convolution (1 channel per model) model by
         model instead of as one grouped kernel: the grouped CPU kernels of
@@ -149,6 +152,7 @@ class BatchedOptions:
     compile: bool = False
     cuda_graphs: bool = False
     channels_last: bool | None = None
+    fused_adam: bool = False
     split_edge_convs: bool | None = None
     ragged_latent: bool | None = None
 
@@ -587,7 +591,7 @@ def _train_group(
         stacked = stacked.to(memory_format=torch.channels_last)
     stacked.train()
     lr, epochs, batch_size = configs[0].lr, configs[0].epochs, configs[0].batch_size
-    optimizer = torch.optim.Adam(stacked.parameters(), lr=lr)
+    optimizer = torch.optim.Adam(stacked.parameters(), lr=lr, fused=options.fused_adam or None)
     step = stacked
     if options.compile or options.cuda_graphs:
         step = torch.compile(stacked, mode="reduce-overhead" if options.cuda_graphs else None)

@@ -41,7 +41,7 @@ def test_gpu_comparison_runs_on_the_cpu(sweep, capsys):
 
 
 def test_variant_table_compares_losses_with_float32(sweep, capsys):
-    sweep.main(TINY + ["--epochs", "250", "--variants", "bf16,channels-last,cuda-graphs", "--variant-epochs", "1"])
+    sweep.main(TINY + ["--epochs", "250", "--variants", "bf16,channels-last,fused-adam,cuda-graphs", "--variant-epochs", "1"])
     rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
             for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "---" not in line}
     assert rows["fp32"][-1] == "reference"
@@ -51,6 +51,7 @@ def test_variant_table_compares_losses_with_float32(sweep, capsys):
     assert 0 < float(rows["bf16"][-1]) < 0.1
     # Channels-last is the same maths in another order: float32 rounding only.
     assert float(rows["channels-last"][-1]) < 1e-3
+    assert float(rows["fused-adam"][-1]) < 1e-3
     assert rows["cuda-graphs"][0].startswith("skipped")
 
 

@@ -57,3 +57,14 @@ def test_explore_sweep_notebook(tmp_path, monkeypatch):
     assert sum("image/png" in o.get("data", {}) for o in outputs) >= 5  # every curve drawn
     text = "".join(str(o.get("text", "")) + str(o.get("data", {}).get("text/plain", "")) for o in outputs)
     assert "recommended latent size" in text and "intrinsic_dimension" in text
+
+
+def test_default_paths_are_the_repositorys_when_started_in_notebooks(tmp_path, monkeypatch):
+    # Jupyter runs a notebook in its own folder; the default output must still land in <repo>/runs.
+    (tmp_path / "setup.cfg").write_text("[metadata]\nname = entropy-ae\n")
+    (tmp_path / "entropy_ae").mkdir()
+    (tmp_path / "notebooks").mkdir()
+    monkeypatch.delenv("EAE_NB_OUT", raising=False)
+    _execute("quickstart.ipynb", tmp_path / "notebooks", monkeypatch)
+    assert (tmp_path / "runs" / "quickstart-notebook" / "metrics.json").is_file()
+    assert not (tmp_path / "notebooks" / "runs").exists()

@@ -70,6 +70,7 @@ from .model import CHANNELS, HIDDEN, Autoencoder, count_parameters
 from .reproducibility import resolve_device
 from .training import (
     TrainConfig,
+    check_finite_weights,
     check_train_images,
     initial_model,
     progress_enabled,
@@ -644,6 +645,15 @@ def _train_group(
         bar.close()
     stacked.eval()
     models = stacked.unstack()
+    # As train_model: the last optimiser step can make weights NaN while every recorded loss is finite.
+    bad = []
+    for config, model in zip(configs, models):
+        try:
+            check_finite_weights(model, epochs, lr)
+        except FloatingPointError as err:
+            bad.append(f"latent_size={config.latent_size}, seed={config.seed}: {err}")
+    if bad:
+        raise FloatingPointError("; ".join(bad))
     return [(model.eval(), [h[i] for h in history]) for i, model in enumerate(models)]
 
 

@@ -8,7 +8,9 @@ its own subcommands (``sweep``, ``entropy``, ``report``, ``recommend``,
 Each subcommand sets ``func`` (``args -> int | None``) with
 ``set_defaults``. Bad input -- unusable data, a wrong option value, a corrupt run
 directory -- prints one line ``entropy-ae: error: ...`` to stderr and exits with
-status 2 instead of a traceback.
+status 2 instead of a traceback. Option errors found by argparse itself (a bad
+``--latent-size``, an unknown option) print the same one line through
+:class:`Parser`, which the analysis subcommands inherit, and raise ``SystemExit(2)``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,6 +34,17 @@ HEADLINE = (
     "auroc", "ap", "pixel_ap", "best_dice", "threshold", "sensitivity", "specificity",
     "rec_error_train_normal", "rec_error_test_normal", "rec_error_test_abnormal",
 )
+
+
+class Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose usage errors are one line ``entropy-ae: error: ...`` (status 2).
+
+    ``add_subparsers`` builds subcommand parsers of the parent's class, so every
+    subcommand, the analysis ones included, reports errors this way.
+    """
+
+    def error(self, message: str):
+        self.exit(2, f"entropy-ae: error: {message} (see '{self.prog} --help')\n")
 
 
 def _int_at_least(minimum: int, what: str):
@@ -86,9 +100,21 @@ def _format_value(value) -> str:
     return str(value)
 
 
+def _finite_or_null(value):
+    """``value`` with every NaN/inf float (nested in dicts and lists too) replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_null(v) for v in value]
+    return value
+
+
 def _print_metrics(metrics: dict, as_json: bool) -> None:
     if as_json:
-        print(json.dumps(metrics, indent=2))
+        # NaN/Infinity are not JSON: print null (as for any metric that is undefined).
+        print(json.dumps(_finite_or_null(metrics), indent=2, allow_nan=False))
         return
     width = max(len(k) for k in HEADLINE)
     for key in HEADLINE:
@@ -154,7 +180,7 @@ def cmd_evaluate(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="entropy-ae",
         description="Latent-entropy analysis of autoencoders for medical anomaly detection.",
     )

@@ -29,9 +29,10 @@ Sources (spec strings)
 ``<file>.npz``
     MedMNIST format; ``normal_labels`` picks the normal classes. See :func:`_load_npz`.
 
-All images are grey, resized to ``image_size`` x ``image_size`` with bilinear
-interpolation (Pillow, which low-pass filters when shrinking) and scaled linearly to
-[-1, 1]; masks are resized with nearest-neighbour and binarised (> 0).
+All images are grey and must be square (non-square ones are refused rather than
+squashed: crop or pad them first); they are resized to ``image_size`` x ``image_size``
+with bilinear interpolation (Pillow, which low-pass filters when shrinking) and scaled
+linearly to [-1, 1]; masks are resized with nearest-neighbour and binarised (> 0).
 Bad input raises :class:`DataError` naming the file or field and how to fix it.
 """
 
@@ -41,6 +42,8 @@ import hashlib
 import json
 import os
 import re
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,6 +86,10 @@ _DIGITS_RE = re.compile(r"^digits(?::(.*))?$")
 # Digits split of the normal class (the rest of the classes supply the abnormal test images).
 DIGITS_TEST_FRACTION = 0.3
 DIGITS_VAL_FRACTION = 0.1
+# First bytes of a zip archive (an .npz is one; "PK\x05\x06" opens an empty one) and of a lone .npy array.
+_ZIP_MAGIC = b"PK"
+_NPY_MAGIC = b"\x93NUMPY"
+_NPZ_REDOWNLOAD = "truncated or corrupt download? re-download it (or re-create it with np.savez)"
 
 
 # ----------------------------------------------------------------------------- entry points
@@ -182,7 +189,8 @@ def from_arrays(
     Parameters
     ----------
     train, test, val : array-like, shape (n, s, s) or (n, 1, s, s)
-        Normal training images, test images, optional held-out normal images. When ``val`` is
+        Normal training images, test images, optional held-out normal images, square
+        (non-square images are refused: crop or pad them first). When ``val`` is
         None, a fraction ``VAL_FRACTION`` (at least one image) of ``train`` is held out, chosen
         with ``seed``.
     test_labels : array-like of int, shape (n_test,)
@@ -520,7 +528,9 @@ def _open_grey(path: Path) -> np.ndarray:
 def _read_images(paths: list[Path], size: int) -> np.ndarray:
     out = np.empty((len(paths), 1, size, size), dtype=np.float32)
     for i, p in enumerate(paths):
-        out[i, 0] = _resize_one(_open_grey(p) / 127.5 - 1.0, size)
+        image = _open_grey(p)
+        _check_square(*image.shape, f"image {p}")
+        out[i, 0] = _resize_one(image / 127.5 - 1.0, size)
     return out
 
 
@@ -554,11 +564,7 @@ def _load_npz(spec: dict) -> AnomalyData:
     path = Path(spec["path"])
     if not path.is_file():
         raise DataError(f"npz file {path} does not exist")
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
-    except (OSError, ValueError, EOFError) as err:
-        raise DataError(f"cannot read npz file {path}: {err}") from None
+    arrays = _read_npz(path)
     required = ("train_images", "train_labels", "test_images", "test_labels")
     missing = [k for k in required if k not in arrays]
     if missing:
@@ -610,6 +616,61 @@ def _load_npz(spec: dict) -> AnomalyData:
     return _assemble(_safe_name(path.stem + labels_tag), canonical, train, val, _resize_images(test_images, s), labels, None)
 
 
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    """Every array of the ``.npz`` file ``path``; DataError for anything else.
+
+    The file's first bytes are checked before numpy sees it: given a file that is
+    neither a zip archive nor an ``.npy`` array, ``np.load`` would try to unpickle
+    it and, with ``allow_pickle=False``, advise enabling pickles -- which this
+    loader never does, since unpickling an untrusted file can run code.
+    """
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(len(_NPY_MAGIC))
+    except OSError as err:
+        raise DataError(f"cannot read npz file {path}: {err}") from None
+    if not head:
+        raise DataError(f"cannot read npz file {path}: the file is empty (0 bytes); {_NPZ_REDOWNLOAD}")
+    if head.startswith(_NPY_MAGIC):
+        raise DataError(
+            f"cannot read npz file {path}: it holds a single .npy array, not an .npz archive of named arrays; "
+            "save train_images, train_labels, test_images and test_labels together with np.savez"
+        )
+    if not head.startswith(_ZIP_MAGIC):
+        raise DataError(
+            f"cannot read npz file {path}: it is not a valid .npz archive of arrays (no zip signature); "
+            f"pickled content is refused for safety; {_NPZ_REDOWNLOAD}"
+        )
+    arrays = {}
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            for key in f.files:
+                arrays[key] = _npz_member(f, key, path)
+    except DataError:  # already says what is wrong (DataError is a ValueError)
+        raise
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error) as err:
+        raise DataError(f"cannot read npz file {path}: it is not a readable .npz file ({err}); {_NPZ_REDOWNLOAD}") from None
+    return arrays
+
+
+def _npz_member(npz, key: str, path: Path) -> np.ndarray:
+    try:
+        value = npz[key]
+    except ValueError as err:
+        if "pickle" not in str(err):
+            raise
+        raise DataError(
+            f"cannot read npz file {path}: {key!r} is an object (pickled) array, not an array of numbers; "
+            "pickled content is refused for safety; save plain numeric arrays (uint8 images, integer labels)"
+        ) from None
+    if not isinstance(value, np.ndarray):  # a zip member that is not an .npy file comes back as bytes
+        raise DataError(
+            f"cannot read npz file {path}: member {key!r} is not a numpy array; it is not a valid .npz archive "
+            f"of arrays; {_NPZ_REDOWNLOAD}"
+        )
+    return value
+
+
 def _npz_images(images: np.ndarray, key: str, path: Path) -> np.ndarray:
     if images.dtype != np.uint8:
         raise DataError(
@@ -620,6 +681,7 @@ def _npz_images(images: np.ndarray, key: str, path: Path) -> np.ndarray:
         images = images.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
     elif images.ndim != 3:
         raise DataError(f"{key} in {path} has shape {images.shape}; expected (n, H, W) grey or (n, H, W, 3) RGB")
+    _check_square(*images.shape[1:], f"{key} in {path} (shape {images.shape})")
     return images.astype(np.float32) / 127.5 - 1.0
 
 
@@ -687,6 +749,7 @@ def _images_to_unit(images: np.ndarray, field: str, value_range) -> np.ndarray:
         images = images[:, 0]
     if images.ndim != 3 or len(images) == 0:
         raise DataError(f"{field} has shape {images.shape}; expected a non-empty (n, s, s) or (n, 1, s, s) array")
+    _check_square(*images.shape[1:], f"{field} (shape {images.shape})")
     if images.dtype.kind not in "uif":
         raise DataError(f"{field} has dtype {images.dtype}; expected numbers")
     if value_range is None:
@@ -759,6 +822,17 @@ def _check_labels(labels: np.ndarray, n: int, field: str) -> np.ndarray:
     if labels.min() == labels.max():
         raise DataError(f"{field} contains only label {labels[0]}; the test set needs normal (0) and abnormal (1) images")
     return labels
+
+
+def _check_square(height: int, width: int, what: str) -> None:
+    """Refuse non-square images: resizing them to ``image_size`` x ``image_size`` would distort them."""
+    if height != width:
+        side = min(height, width)
+        raise DataError(
+            f"{what}: images are {height}x{width} pixels (height x width) but must be square, since they are "
+            f"resized to image_size x image_size and would be squashed; crop or pad them to square first "
+            f"(e.g. centre-crop to {side}x{side})"
+        )
 
 
 def _check_count(images: np.ndarray, minimum: int, what: str) -> None:

@@ -153,6 +153,17 @@ def _check_test_set(data: AnomalyData) -> None:
         )
 
 
+def _check_finite_errors(scores: np.ndarray, what: str) -> None:
+    """Refuse NaN/inf reconstruction errors, which would make every metric meaningless (or sklearn fail)."""
+    bad = ~np.isfinite(scores)
+    if bad.any():
+        raise FloatingPointError(
+            f"the reconstruction errors of {int(bad.sum())} of {len(scores)} {what} images are NaN or infinite, "
+            "so no metric can be computed: the model's weights or the images hold NaN/inf (a diverged "
+            "training? retrain with a lower lr)"
+        )
+
+
 def evaluate_model(
     model: Autoencoder, data: AnomalyData, device: str | torch.device | None = None, target_fpr: float = 0.05
 ) -> dict:
@@ -178,6 +189,11 @@ def evaluate_model(
         ``specificity`` (None when there are no val images); mean MSE
         ``rec_error_train_normal``, ``rec_error_test_normal``,
         ``rec_error_test_abnormal``; and the image counts.
+
+    Raises
+    ------
+    FloatingPointError
+        When a reconstruction error is NaN or infinite (non-finite weights or images).
     """
     if not 0 < target_fpr < 1:
         raise ValueError(f"target_fpr must be strictly between 0 and 1, got {target_fpr!r}")
@@ -192,6 +208,8 @@ def evaluate_model(
         maps = None
         test_scores = image_scores(model, data.test, device)
     train_scores = image_scores(model, data.train, device)
+    _check_finite_errors(test_scores, "test")
+    _check_finite_errors(train_scores, "training")
 
     metrics: dict = {
         "auroc": float(roc_auc_score(labels, test_scores)),
@@ -214,6 +232,7 @@ def evaluate_model(
     metrics.update(threshold=None, target_fpr=float(target_fpr), val_fpr=None, sensitivity=None, specificity=None)
     if data.val is not None and len(data.val):
         val_scores = image_scores(model, data.val, device)
+        _check_finite_errors(val_scores, "validation")
         threshold = threshold_at_fpr(val_scores, target_fpr)
         metrics.update(
             threshold=threshold,

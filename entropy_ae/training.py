@@ -132,6 +132,28 @@ def training_memory_format(device: torch.device) -> torch.memory_format:
     return torch.channels_last if torch.device(device).type == "cpu" else torch.contiguous_format
 
 
+def diverged_error(what: str, epoch: int, lr: float) -> FloatingPointError:
+    """The error of a diverged training: ``what`` went non-finite at ``epoch`` (1-based)."""
+    return FloatingPointError(
+        f"training diverged: {what} at epoch {epoch}; try a lower lr (now {lr}) or check the input images for NaN/inf"
+    )
+
+
+def check_finite_weights(model: torch.nn.Module, epoch: int, lr: float) -> None:
+    """Raise :func:`diverged_error` unless every parameter and floating buffer of ``model`` is finite.
+
+    The loss of an epoch is computed before each step, so the last optimiser step
+    can turn the weights (or BatchNorm's running statistics) NaN while every
+    recorded loss is finite; this catches that before the model is scored or saved.
+    One device sync per call.
+    """
+    tensors = [t for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()]
+    if not torch.stack([torch.isfinite(t).all() for t in tensors]).all().item():
+        bad = next(name for name, t in (*model.named_parameters(), *model.named_buffers())
+                   if t.is_floating_point() and not torch.isfinite(t).all())
+        raise diverged_error(f"the weights became NaN or infinite ({bad})", epoch, lr)
+
+
 def progress_enabled(progress: bool | None) -> bool:
     """Whether to draw a progress bar; ``None`` = only for a person at a terminal, never in logs."""
     if progress is None:
@@ -164,7 +186,8 @@ def train_model(
     Raises
     ------
     FloatingPointError
-        When the loss becomes NaN or infinite (diverged; lower ``lr``).
+        When the loss becomes NaN or infinite, or the trained weights (or BatchNorm
+        statistics) do (diverged; lower ``lr``).
     """
     check_train_images(data)
     device = resolve_device(config.device)
@@ -195,13 +218,12 @@ def train_model(
             seen += len(idx)
         epoch_loss = loss_sum.item() / seen
         if not math.isfinite(epoch_loss):
-            raise FloatingPointError(
-                f"training diverged: loss is {epoch_loss} at epoch {epoch + 1}; try a lower lr "
-                f"(now {config.lr}) or check the input images for NaN/inf"
-            )
+            raise diverged_error(f"loss is {epoch_loss}", epoch + 1, config.lr)
         history.append(epoch_loss)
         bar.set_postfix(loss=f"{epoch_loss:.5f}")
     bar.close()
+    # A non-finite weight shows in the next epoch's loss, except after the last epoch.
+    check_finite_weights(model, config.epochs, config.lr)
     # Hand back ordinary contiguous weights (safetensors and other code expect them).
     model.to(memory_format=torch.contiguous_format).eval()
     return model, history

@@ -350,3 +350,11 @@ def test_run_trainings_batched_writes_the_same_run_dirs(tmp_path, strategy):
     # A completed run is refused before anything is trained.
     with pytest.raises(FileExistsError):
         run_trainings_batched(data, configs, batched_dirs)
+
+
+def test_stacked_divergence_in_the_last_step_names_the_model():
+    # As train_model: a huge lr makes the last update NaN while every recorded loss is finite.
+    data = make_tiny_data(n_train=8)
+    configs = [_config(2, 0, epochs=1, batch_size=4, lr=1e6), _config(4, 1, epochs=1, batch_size=4, lr=1e6)]
+    with pytest.raises(FloatingPointError, match=r"latent_size=2, seed=0: training diverged: the weights became NaN"):
+        train_models_batched(data, configs, options=BatchedOptions(strategy="stacked"))

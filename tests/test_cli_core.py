@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+import numpy as np
 import pytest
 
 from entropy_ae.checkpoint import load_metrics
@@ -99,11 +100,72 @@ def test_corrupt_run_gives_one_line(tmp_path, trained, capsys):
     assert_one_line_error(status, stderr, "weights.safetensors")
 
 
-def test_bad_option_value_is_an_argparse_error(capsys):
+@pytest.mark.parametrize("argv, fragments", [
+    (["train", "--epochs", "zero", "--out", "x"], ["--epochs", "zero", "entropy-ae train --help"]),
+    (["train", "--latent-size", "0", "--out", "x"], ["--latent-size", "positive integer", "'0'"]),
+    (["train", "--out", "x", "--no-such-option"], ["--no-such-option"]),
+    ([], ["COMMAND"]),
+])
+def test_bad_option_value_is_one_line_too(capsys, argv, fragments):
+    with pytest.raises(SystemExit) as exit_info:  # argparse exits itself; the message is ours
+        main(argv)
+    assert_one_line_error(exit_info.value.code, capsys.readouterr().err, *fragments)
+
+
+def test_analysis_commands_share_the_one_line_option_errors(capsys):
+    if "sweep" not in _subparsers(build_parser()):
+        pytest.skip("analysis package not installed: no sweep command to check")
     with pytest.raises(SystemExit) as exit_info:
-        main(["train", "--epochs", "zero", "--out", "x"])
-    assert exit_info.value.code == 2
-    assert "--epochs" in capsys.readouterr().err
+        main(["sweep", "--out", "x", "--latent-sizes", "1,x"])
+    assert_one_line_error(exit_info.value.code, capsys.readouterr().err, "--latent-sizes", "entropy-ae sweep --help")
+
+
+def _tiny_npz(path, n_train=40, size=16):
+    rng = np.random.default_rng(0)
+    np.savez(path, train_images=rng.integers(0, 256, (n_train, size, size), dtype=np.uint8),
+             train_labels=np.zeros((n_train, 1), np.int64),
+             test_images=rng.integers(0, 256, (20, size, size), dtype=np.uint8),
+             test_labels=(np.arange(20) % 2)[:, None])
+
+
+def test_truncated_npz_gives_one_line(tmp_path, capsys):
+    good = tmp_path / "good.npz"
+    _tiny_npz(good)
+    raw = good.read_bytes()
+    (tmp_path / "trunc.npz").write_bytes(raw[: len(raw) // 2])  # an interrupted download
+    status, _, stderr = run(capsys, "train", "--data", str(tmp_path / "trunc.npz"), "--image-size", "16",
+                            "--out", str(tmp_path / "r"), "--quiet")
+    assert_one_line_error(status, stderr, "trunc.npz", "not a readable .npz file", "re-download it")
+    assert not (tmp_path / "r").exists()
+
+
+def test_divergence_in_the_only_epoch_gives_one_line(tmp_path, capsys):
+    _tiny_npz(tmp_path / "tiny.npz")  # 36 training images after the val split: 2 steps of 18
+    status, _, stderr = run(capsys, "train", "--data", str(tmp_path / "tiny.npz"), "--image-size", "16",
+                            "--latent-size", "2", "--epochs", "1", "--batch-size", "18", "--lr", "1e6",
+                            "--device", "cpu", "--out", str(tmp_path / "r"), "--quiet")
+    assert_one_line_error(status, stderr, "training diverged", "at epoch 1", "try a lower lr")
+    assert not (tmp_path / "r" / "metrics.json").exists()
+
+
+def test_json_output_never_holds_nan_or_infinity(capsys):
+    from entropy_ae.cli import _print_metrics
+
+    def refuse(name):
+        raise AssertionError(f"{name} in the JSON output")
+
+    _print_metrics({"auroc": float("nan"), "ap": float("inf"), "n_train": 3, "notes": [float("-inf"), 0.5],
+                    "nested": {"x": float("nan")}, "dataset": "d"}, as_json=True)
+    printed = json.loads(capsys.readouterr().out, parse_constant=refuse)
+    assert printed == {"auroc": None, "ap": None, "n_train": 3, "notes": [None, 0.5], "nested": {"x": None},
+                       "dataset": "d"}
+
+
+def test_evaluate_json_is_strict_json(trained, capsys):
+    status, stdout, _ = run(capsys, "evaluate", str(trained), "--json")
+    assert status == 0
+    metrics = json.loads(stdout, parse_constant=lambda name: pytest.fail(f"{name} in the JSON output"))
+    assert 0.0 <= metrics["auroc"] <= 1.0 and metrics["pixel_ap"] is None
 
 
 def _subparsers(parser):

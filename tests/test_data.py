@@ -357,6 +357,73 @@ def test_npz_errors(tmp_path):
         load_data(str(tmp_path / "junk.npz"))
 
 
+def _broken_npz(tmp_path, rng, kind):
+    good = tmp_path / "good.npz"
+    _npz(good, rng)
+    raw = good.read_bytes()
+    bad = tmp_path / f"{kind}.npz"
+    if kind == "truncated":  # an interrupted download: the zip's central directory is missing
+        bad.write_bytes(raw[: len(raw) // 2])
+    elif kind == "random":  # neither zip nor .npy: numpy would try to unpickle it
+        bad.write_bytes(rng.bytes(1000))
+    elif kind == "empty":
+        bad.write_bytes(b"")
+    elif kind == "object_array":
+        np.savez(bad, train_images=np.array([{"a": 1}], dtype=object))
+    elif kind == "npy":
+        np.save(tmp_path / "x.npy", np.zeros(3))
+        bad.write_bytes((tmp_path / "x.npy").read_bytes())
+    return bad
+
+
+@pytest.mark.parametrize("kind, match", [
+    ("truncated", "not a readable .npz file .*truncated or corrupt download\\? re-download it"),
+    ("random", "not a valid .npz archive of arrays .*pickled content is refused for safety"),
+    ("empty", "the file is empty \\(0 bytes\\).*re-download it"),
+    ("object_array", "'train_images' is an object \\(pickled\\) array.*refused for safety"),
+    ("npy", "a single .npy array, not an .npz archive"),
+])
+def test_unreadable_npz_files_are_a_data_error(tmp_path, kind, match):
+    bad = _broken_npz(tmp_path, np.random.default_rng(13), kind)
+    with pytest.raises(DataError, match=f"cannot read npz file .*{kind}\\.npz: .*{match}") as info:
+        load_data(str(bad), image_size=16)
+    assert "allow_pickle" not in str(info.value)  # never advise loading pickles
+
+
+def _png_rect(path, rng, height, width):
+    _png(path, rng.integers(0, 256, size=(height, width)))
+
+
+def test_non_square_images_are_refused_by_every_loader(tmp_path):
+    rng = np.random.default_rng(14)
+    crop = "28x20 pixels \\(height x width\\) but must be square.*crop or pad them to square first"
+    arrays = _npz(tmp_path / "square.npz", rng)
+    for rgb in (False, True):
+        rect = rng.integers(0, 256, size=(40, 28, 20, 3) if rgb else (40, 28, 20), dtype=np.uint8)
+        np.savez(tmp_path / "rect.npz", **{**arrays, "train_images": rect})
+        with pytest.raises(DataError, match=f"train_images in .*rect\\.npz .*{crop}"):
+            load_data(str(tmp_path / "rect.npz"), image_size=16)
+
+    x = rng.integers(0, 256, size=(8, 28, 20), dtype=np.uint8)
+    for image_size in (None, 16):  # resizing would squash them, so image_size= is no way out
+        with pytest.raises(DataError, match=f"train .*{crop}"):
+            from_arrays(x, x[:4], [0, 1, 0, 1], image_size=image_size)
+    square = rng.integers(0, 256, size=(8, 20, 20), dtype=np.uint8)
+    with pytest.raises(DataError, match=f"test .*{crop}"):
+        from_arrays(square, x[:4, None], [0, 1, 0, 1], image_size=16)
+
+    root = tmp_path / "medianomaly"
+    _medianomaly(root, rng)
+    _png_rect(root / "images" / "tr2.png", rng, 28, 20)
+    with pytest.raises(DataError, match=f"image .*tr2\\.png: .*{crop}"):
+        load_data(str(root), image_size=16)
+    root = tmp_path / "mvtec"
+    _mvtec(root, rng)
+    _png_rect(root / "test" / "hole" / "000.png", rng, 28, 20)
+    with pytest.raises(DataError, match=f"image .*hole.000\\.png: .*{crop}"):
+        load_data(str(root), image_size=16)
+
+
 # ----------------------------------------------------------------------------- arrays
 
 

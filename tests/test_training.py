@@ -11,6 +11,7 @@ from torch import nn
 from entropy_ae.evaluation import anomaly_maps, best_dice, evaluate_model, image_scores, threshold_at_fpr
 from entropy_ae.model import Autoencoder
 from entropy_ae.reproducibility import seed_everything
+from entropy_ae import training
 from entropy_ae.training import TrainConfig, train_model
 
 from .conftest import make_tiny_data
@@ -118,6 +119,36 @@ def test_divergence_is_reported(tiny_data):
     tiny_data.train[0, 0, 0, 0] = np.nan
     with pytest.raises(FloatingPointError, match="diverged"):
         train_model(tiny_data, TrainConfig(latent_size=2, epochs=1, device="cpu"))
+
+
+def test_divergence_in_the_last_step_is_reported(tiny_data, monkeypatch):
+    # One epoch of 2 steps at a huge lr: the 2nd step's loss is finite but its update makes the
+    # weights NaN, which no later loss can reveal.
+    config = TrainConfig(latent_size=2, epochs=1, batch_size=20, lr=1e6, device="cpu")
+    with monkeypatch.context() as m:
+        m.setattr(training, "check_finite_weights", lambda *args: None)
+        model, history = train_model(tiny_data, config)
+    assert np.isfinite(history).all()
+    assert not all(torch.isfinite(p).all() for p in model.parameters())  # the case this test is about
+    with pytest.raises(FloatingPointError, match=r"training diverged: the weights became NaN .* at epoch 1; "
+                                                 r"try a lower lr \(now 1000000.0\)"):
+        train_model(tiny_data, config)
+
+
+def test_non_finite_batchnorm_statistics_are_divergence():
+    model = Autoencoder(latent_size=2, image_size=16)
+    training.check_finite_weights(model, epoch=3, lr=1e-3)  # a fresh model passes
+    model.decoder_conv[1].running_var[0] = float("inf")
+    with pytest.raises(FloatingPointError, match=r"decoder_conv\.1\.running_var\) at epoch 3"):
+        training.check_finite_weights(model, epoch=3, lr=1e-3)
+
+
+def test_evaluation_refuses_non_finite_reconstruction_errors(tiny_data):
+    model = Autoencoder(latent_size=2, image_size=16)
+    with torch.no_grad():
+        model.encoder_conv[0].weight[0, 0, 0, 0] = float("nan")
+    with pytest.raises(FloatingPointError, match="reconstruction errors of 20 of 20 test images are NaN"):
+        evaluate_model(model, tiny_data)
 
 
 def test_progress_bar_auto_is_quiet_off_terminal(tiny_data, capsys):

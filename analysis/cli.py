@@ -2,18 +2,19 @@
 
 ``entropy_ae.cli`` calls :func:`register` with its subparsers. Every command sets ``func``
 (``args -> int``); bad input raises ValueError / FileNotFoundError, which the main CLI prints
-as one ``entropy-ae: error: ...`` line.
+as one ``entropy-ae: error: ...`` line. Every ``--json`` output goes through :func:`print_json`
+(strict JSON: NaN and infinities become null).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
+import warnings
 from pathlib import Path
 
-from entropy_ae.cli import add_data_options, positive_int
+from entropy_ae.cli import DATA_HELP, add_data_options, positive_int
 
 from analysis.recommend import DEFAULT_CRITERION, RULES
 from analysis.executors import add_executor_options, executor_options
@@ -30,6 +31,40 @@ STUDY_EPOCHS = 15
 STUDY_IMAGE_SIZE = 32
 
 
+def print_json(payload) -> None:
+    """Print strict JSON (``allow_nan=False``: a NaN becomes null, never the invalid ``NaN``)."""
+    from analysis.sweep import to_json
+
+    print(to_json(payload))
+
+
+def _warn(messages) -> None:
+    for message in messages:
+        print(f"entropy-ae: WARNING: {message}", file=sys.stderr)
+
+
+def _set_help(parser: argparse.ArgumentParser, dest: str, text: str) -> None:
+    """Reword the help of an option added by a shared helper (``add_data_options``) for one command."""
+    for action in parser._actions:
+        if action.dest == dest:
+            action.help = text
+            return
+    raise KeyError(dest)
+
+
+class _DeprecatedAlias(argparse.Action):
+    """An old option spelling that still works and says which one to use instead."""
+
+    def __init__(self, option_strings, dest, replacement: str, **kwargs):
+        self.replacement = replacement
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"entropy-ae: warning: {option_string} is deprecated here; use {self.replacement} "
+              "(same meaning)", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
 def _int_list(text: str) -> list[int]:
     from analysis.sweep import parse_int_list
 
@@ -42,6 +77,8 @@ def _int_list(text: str) -> list[int]:
 def _add_sweep_options(parser: argparse.ArgumentParser, *, data: str, latent_sizes: str, seeds: str, epochs: int,
                        image_size: int, out: str | None) -> None:
     add_data_options(parser, data_default=data)
+    _set_help(parser, "data_seed", "seed of the train/val/test split and of synthetic data generation (default: 0); "
+                                   "kept apart from --seeds so every training seed sees the same data")
     parser.add_argument("--latent-sizes", type=_int_list, default=_int_list(latent_sizes), metavar="D1,D2,...",
                         help=f"comma-separated latent sizes to train (default: {latent_sizes})")
     parser.add_argument("--seeds", type=_int_list, default=_int_list(seeds), metavar="S1,S2,...",
@@ -52,9 +89,9 @@ def _add_sweep_options(parser: argparse.ArgumentParser, *, data: str, latent_siz
                         help=f"side of the square images, a multiple of 16 (default: {image_size})")
     parser.add_argument("--batch-size", type=positive_int, default=64, metavar="B", help="batch size (default: 64)")
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default: 1e-3)")
-    parser.add_argument("--device", default="cpu",
-                        help="'cpu', 'auto', 'cuda' or 'cuda:<i>' for every run (default: cpu); the local "
-                             "executor pins runs to GPUs itself when given 'auto'")
+    parser.add_argument("--device", default="auto",
+                        help="'auto' (a GPU when there is one, else the CPU; the local executor gives each "
+                             "worker its own GPU), 'cpu', 'cuda' or 'cuda:<i>', for every run (default: auto)")
     if out is None:
         parser.add_argument("--out", required=True, metavar="DIR", help="sweep directory (created; resumed if present)")
     else:
@@ -68,23 +105,33 @@ def _add_sweep_options(parser: argparse.ArgumentParser, *, data: str, latent_siz
                         help="train all pending models of the grid together (entropy_ae.batched); same results")
     parser.add_argument("--method", default="knn", choices=("knn", "kde", "binned", "gaussian"),
                         help="entropy estimator for H(Z) (default: knn)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="retrain completed runs of the grid whose recorded settings (epochs, batch size, lr, "
+                             "image size, data) differ from these; without it such runs stop the sweep before "
+                             "any training")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     add_executor_options(parser)
 
 
 def _sweep(args):
-    from analysis.sweep import run_sweep
+    from entropy_ae.data import load_data
 
+    from analysis.sweep import MixedSettingsWarning, check_grid, mixed_settings, run_sweep
+
+    check_grid(args.latent_sizes, args.image_size)  # before loading data, which can take a while
+    options = executor_options(args)
     data_kwargs = {}
     if args.normal_labels is not None:
         data_kwargs["normal_labels"] = args.normal_labels
-    from entropy_ae.data import load_data
-
     data = load_data(args.data, image_size=args.image_size, seed=args.data_seed, **data_kwargs)
-    return run_sweep(data, args.latent_sizes, args.seeds, args.epochs, args.out, batch_size=args.batch_size,
-                     lr=args.lr, device=args.device, executor=args.executor, workers=args.workers,
-                     batched=args.batched, method=args.method, progress=not args.quiet,
-                     **executor_options(args))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MixedSettingsWarning)  # printed below, once, as a CLI warning
+        table = run_sweep(data, args.latent_sizes, args.seeds, args.epochs, args.out, batch_size=args.batch_size,
+                          lr=args.lr, device=args.device, executor=args.executor, workers=args.workers,
+                          batched=args.batched, method=args.method, progress=not args.quiet,
+                          overwrite=args.overwrite, **options)
+    _warn(mixed_settings(table))
+    return table
 
 
 def cmd_sweep(args) -> int:
@@ -112,11 +159,14 @@ def cmd_entropy(args) -> int:
         data = load_data(args.data, image_size=image_size, seed=args.data_seed, **kwargs)
     result = run_entropy(args.run_dir, data, method=args.method, split=args.split)
     if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        print(f"H(Z) = {result['h_z']:.4f} ± {result['stderr']:.4f} {result['units']} "
-              f"({result['method']} estimator, {result['n']} {args.split} codes, latent_size={result['latent_size']}); "
-              f"Gaussian bound {result['h_z_gaussian']:.4f} {result['units']}")
+        print_json(result)
+        return 0
+    error = f" ± {result['stderr']:.4f}" if "stderr_note" not in result else ""
+    print(f"H(Z) = {result['h_z']:.4f}{error} {result['units']} "
+          f"({result['method']} estimator, {result['n']} {args.split} codes, latent_size={result['latent_size']}); "
+          f"Gaussian bound {result['h_z_gaussian']:.4f} {result['units']}")
+    if "stderr_note" in result:
+        print(f"no standard error: {result['stderr_note']}")
     return 0
 
 
@@ -125,7 +175,9 @@ def cmd_report(args) -> int:
 
     done = write_report(args.dir, figures_dir=args.figures_dir, paper_reference=not args.no_paper_reference,
                         criterion=args.criterion, copy_figures_to=args.copy_figures_to)
-    print(f"report: {done['markdown']} and {done['html']}; {len(done['figures'])} figures")
+    _warn(done["warnings"])
+    print(f"report: {done['markdown']} and {done['html']}; {len(done['figures'])} figures"
+          + (f" (WARNING: mixed settings, see {done['markdown']})" if done["warnings"] else ""))
     return 0
 
 
@@ -136,14 +188,14 @@ def cmd_recommend(args) -> int:
         raise ValueError("give a sweep directory (after a sweep) or --data SPEC (before any sweep)")
     if args.dir is not None:
         rec = write_recommendation(args.dir, args.criterion)
-        print(json.dumps(rec, indent=2))
+        print_json(rec)
         print(f"written to {Path(args.dir) / 'recommendation.json'}", file=sys.stderr)
         return 0
     from entropy_ae.data import load_data
 
     kwargs = {"normal_labels": args.normal_labels} if args.normal_labels is not None else {}
     data = load_data(args.data, image_size=args.image_size, seed=args.data_seed, **kwargs)
-    print(json.dumps(recommend_from_data(data), indent=2))
+    print_json(recommend_from_data(data))
     return 0
 
 
@@ -157,13 +209,14 @@ def cmd_study(args) -> int:
     except SweepError as err:
         print(f"entropy-ae: error: {err}", file=sys.stderr)
         return 1
-    done = write_report(args.out, copy_figures_to=args.figures_dir)
+    done = write_report(args.out, copy_figures_to=args.copy_figures_to)
+    _warn(done["warnings"])
     rec = done["recommendation"]
     if "latent_size" in rec:
         print(f"recommended latent size: {rec['latent_size']} ({rec['criterion']})")
     print(f"study done in {time.perf_counter() - start:.0f} s: report {done['markdown']} and {done['html']}, "
           f"recommendation {Path(args.out) / 'recommendation.json'}"
-          + (f", figures copied to {args.figures_dir}" if args.figures_dir else ""))
+          + (f", figures copied to {args.copy_figures_to}" if args.copy_figures_to else ""))
     return 0
 
 
@@ -184,6 +237,8 @@ def register(subparsers) -> None:
                     "(nats) with a standard error, the estimator, and the Gaussian upper bound.")
     entropy.add_argument("run_dir", metavar="RUN_DIR", help="run directory written by 'entropy-ae train' or a sweep")
     add_data_options(entropy, data_default=None)
+    _set_help(entropy, "data_seed", "seed of the train/val/test split and of synthetic data generation for --data "
+                                    "(default: 0; without --data the run's own data, split seed included)")
     entropy.add_argument("--method", default="knn", choices=("knn", "kde", "binned", "gaussian"),
                          help="entropy estimator (default: knn, Kozachenko-Leonenko)")
     entropy.add_argument("--split", default="train", choices=("train", "val", "test-normal", "test-abnormal"),
@@ -211,6 +266,10 @@ def register(subparsers) -> None:
                     "dimension of the normal training images alone.")
     recommend.add_argument("dir", nargs="?", default=None, metavar="DIR", help="sweep directory")
     add_data_options(recommend, data_default=None)
+    _set_help(recommend, "data", DATA_HELP + "; the normal images to recommend from before any sweep "
+                                             "(give either DIR or --data)")
+    _set_help(recommend, "data_seed", "seed of the train/val/test split and of synthetic data generation "
+                                      "(default: 0; only with --data)")
     recommend.add_argument("--image-size", type=positive_int, default=64, metavar="S",
                            help="image side for --data (default: 64)")
     recommend.add_argument("--criterion", default=DEFAULT_CRITERION, choices=tuple(RULES),
@@ -223,6 +282,11 @@ def register(subparsers) -> None:
                     "then the report, the figures and the recommendation. Resumable like 'sweep'.")
     _add_sweep_options(study, data=STUDY_DATA, latent_sizes=STUDY_LATENT_SIZES, seeds=STUDY_SEEDS,
                        epochs=STUDY_EPOCHS, image_size=STUDY_IMAGE_SIZE, out="runs/study")
-    study.add_argument("--figures-dir", default=None, metavar="PATH",
-                       help="also copy the figures there (e.g. figures/ of the repository)")
+    study.add_argument("--copy-figures-to", default=None, metavar="PATH",
+                       help="also copy the figures there, e.g. figures/ of the repository (as for 'report'; "
+                            "the figures themselves go to OUT/figures)")
+    study.add_argument("--figures-dir", dest="copy_figures_to", action=_DeprecatedAlias,
+                       replacement="--copy-figures-to", metavar="PATH",
+                       help="deprecated spelling of --copy-figures-to (for 'report', --figures-dir is where the "
+                            "figures are written)")
     study.set_defaults(func=cmd_study)

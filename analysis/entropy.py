@@ -46,6 +46,8 @@ SPLITS = {
 ENTROPY_METHODS = ("knn", "kde", "binned", "gaussian")
 # Subsample size for pairwise-distance statistics: O(n^2) memory and time, and plenty for a mean.
 MAX_POINTS = 2000
+# Groups of the jackknife standard error of H(Z); it needs at least 2 samples per group.
+JACKKNIFE_GROUPS = 10
 
 
 # ----------------------------------------------------------------------------- H(Z) of a run
@@ -57,7 +59,13 @@ def _estimators():
     return est
 
 
-def entropy_with_stderr(z: np.ndarray, method: str = "knn", n_groups: int = 10, **options) -> tuple[float, float]:
+def min_samples_for_stderr(n_groups: int = JACKKNIFE_GROUPS) -> int:
+    """Fewest samples for which :func:`entropy_with_stderr` gives a standard error (2 per group)."""
+    return 2 * n_groups
+
+
+def entropy_with_stderr(z: np.ndarray, method: str = "knn", n_groups: int = JACKKNIFE_GROUPS,
+                        **options) -> tuple[float, float]:
     """Entropy of samples ``z`` (n, d) in nats and its standard error.
 
     The estimate is :func:`entropy_ae.estimators.entropy` on all samples; the standard error is
@@ -69,7 +77,7 @@ def entropy_with_stderr(z: np.ndarray, method: str = "knn", n_groups: int = 10, 
         raise ValueError(f"unknown entropy method {method!r}; choose one of {ENTROPY_METHODS}")
     est = _estimators()
     z = np.asarray(z, dtype=np.float64)
-    if len(z) < 2 * n_groups:
+    if len(z) < min_samples_for_stderr(n_groups):
         return float(est.entropy(z, method=method, **options)), float("nan")
     result = est.with_error(est.entropy, z, n_groups=n_groups, method=method, **options)
     return float(result.value), float(result.stderr)
@@ -104,7 +112,8 @@ def run_entropy(run_dir, data=None, method: str = "knn", split: str = "train", l
     dict
         ``{"h_z", "stderr", "units": "nats", "method", "n", "latent_size", "split", "h_z_gaussian"}``;
         ``h_z_gaussian`` is the entropy of a Gaussian with the sample covariance, an upper bound
-        for the true H(Z), shown beside the nonparametric value.
+        for the true H(Z), shown beside the nonparametric value. When there is no standard error
+        (``stderr`` NaN), ``"stderr_note"`` says why.
     """
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose one of {tuple(SPLITS)}")
@@ -116,7 +125,7 @@ def run_entropy(run_dir, data=None, method: str = "knn", split: str = "train", l
     if len(z) < 10:
         raise ValueError(f"split {split!r} has only {len(z)} images; H(Z) needs at least 10")
     value, stderr = entropy_with_stderr(z, method=method, **options)
-    return {
+    result = {
         "h_z": value,
         "stderr": stderr,
         "units": UNITS,
@@ -126,6 +135,12 @@ def run_entropy(run_dir, data=None, method: str = "knn", split: str = "train", l
         "split": split,
         "h_z_gaussian": gaussian_entropy(z),
     }
+    if not math.isfinite(stderr):
+        need = min_samples_for_stderr(options.get("n_groups", JACKKNIFE_GROUPS))
+        result["stderr_note"] = (f"too few samples for the jackknife standard error: need >= {need} codes, "
+                                 f"got {len(z)}" if len(z) < need else
+                                 "the jackknife standard error is not finite (a left-out estimate was not finite)")
+    return result
 
 
 def _load_like_run(run_dir, spec, load_data):

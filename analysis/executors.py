@@ -13,7 +13,8 @@ items' order:
     so workers do not fight over cores.
 ``"slurm"``
     submitit's ``AutoExecutor.map_array``: the whole grid is one SLURM job array.
-    Needs ``pip install entropy-ae[slurm]``.
+    Needs ``pip install entropy-ae[slurm]`` and a machine where SLURM is installed (the
+    login node of a cluster); without SLURM it is an error, never a quiet local run.
 ``"ray"``
     One Ray task per item with per-run resources (``num_cpus``, ``num_gpus``; fractional
     GPUs such as ``num_gpus=0.25`` let several small autoencoders share a GPU), on an
@@ -42,6 +43,7 @@ import multiprocessing.connection
 import os
 import pickle
 import re
+import shutil
 import socket
 import sys
 import tempfile
@@ -57,6 +59,10 @@ EXECUTORS = ("local", "slurm", "ray")
 
 _THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 _DEFAULT_SLURM_TIMEOUT_MIN = 120  # submitit's own default (5 min) would kill real trainings
+
+
+class ExecutorUnavailable(ValueError):
+    """The chosen backend cannot run on this machine (no SLURM, optional package missing)."""
 
 
 @dataclass
@@ -139,11 +145,13 @@ def map_runs(fn: Callable[[Any], Any], items: Sequence[Any], executor: str = "lo
         ``timeout_min`` (default 120), ``slurm_array_parallelism`` (default
         ``workers``), ``cpus_per_task``, ``mem_gb`` or ``slurm_mem``,
         ``slurm_setup`` (shell lines run before the job, e.g. ``module load``);
-        plus ``cluster`` (``None``: detect SLURM; ``"local"``: run the array locally
-        without a cluster, as the tests do) and ``poll_s`` (status poll period, s).
+        plus ``cluster`` (``None``: SLURM, an error when it is not installed here;
+        ``"local"``: run the array locally without a cluster, as the tests do) and
+        ``poll_s`` (status poll period, s).
 
         ray: ``address`` (``"auto"``/``"ray://host:10001"``; default ``RAY_ADDRESS``,
-        else a local ``ray.init()``), ``num_cpus`` (per run, default 1), ``num_gpus``
+        else a local ``ray.init()``: a documented default, announced by the sweep; with
+        an address and no cluster there, Ray raises rather than falling back), ``num_cpus`` (per run, default 1), ``num_gpus``
         (per run, default 0; fractions allowed), ``max_retries`` (Ray's retries of a run
         whose worker died, default 0: the next invocation retries instead),
         ``ray_init`` (extra ``ray.init`` keyword arguments).
@@ -159,6 +167,8 @@ def map_runs(fn: Callable[[Any], Any], items: Sequence[Any], executor: str = "lo
         Unknown executor, bad ``workers``, ``names`` or option.
     ImportError
         The backend's optional dependency is missing (with the pip command to fix it).
+    ExecutorUnavailable
+        ``"slurm"`` on a machine without SLURM.
     """
     if executor not in EXECUTORS:
         raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}; got {executor!r}")
@@ -559,7 +569,37 @@ def _require(module: str, extra: str):
                           f"pip install 'entropy-ae[{extra}]' (or pip install {module})") from err
 
 
+def check_backend(executor: str, **options: Any) -> None:
+    """Raise :class:`ExecutorUnavailable` when ``executor`` cannot run here; run nothing.
+
+    For callers that prepare work before calling :func:`map_runs` (a sweep measures its data
+    reference first), so a missing cluster or package is reported before that work.
+    """
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}; got {executor!r}")
+    _check_options(executor, options)
+    try:
+        if executor == "slurm":
+            _require("submitit", "slurm")
+            if options.get("cluster") is None:
+                _require_slurm()
+        elif executor == "ray":
+            _require("ray", "ray")
+    except ImportError as err:
+        raise ExecutorUnavailable(str(err)) from err
+
+
 # --------------------------------------------------------------------------- slurm (submitit)
+
+
+def _require_slurm() -> None:
+    """Refuse to go on without SLURM: submitit would otherwise quietly run the array on this machine."""
+    # submitit submits with sbatch and detects SLURM by srun; either one means a SLURM installation.
+    if shutil.which("sbatch") is None and shutil.which("srun") is None:
+        raise ExecutorUnavailable(
+            "--executor slurm: SLURM was not found on this machine (no sbatch on PATH). Run the command on the "
+            "login node of a SLURM cluster (after e.g. 'module load slurm'), or use --executor local to run "
+            "on this machine.")
 
 
 def slurm_executor(log_dir: str | os.PathLike, workers: int | None = None, cluster: str | None = None,
@@ -567,10 +607,14 @@ def slurm_executor(log_dir: str | os.PathLike, workers: int | None = None, clust
     """A configured ``submitit.AutoExecutor`` writing its files to ``log_dir/submitit``.
 
     ``parameters`` go to ``update_parameters`` (``timeout_min`` defaults to 120,
-    ``slurm_array_parallelism`` to ``workers``). ``cluster=None`` detects SLURM;
-    ``"local"`` runs without a cluster.
+    ``slurm_array_parallelism`` to ``workers``). ``cluster=None`` requires SLURM
+    (:class:`ExecutorUnavailable` when there is no ``sbatch``); ``"local"`` runs without a
+    cluster (tests), ``"debug"`` in this process.
     """
     submitit = _require("submitit", "slurm")
+    if cluster is None:
+        _require_slurm()
+        cluster = "slurm"  # never submitit's automatic fallback to a local run
     executor = submitit.AutoExecutor(folder=Path(log_dir) / "submitit", cluster=cluster)
     parameters.setdefault("timeout_min", _DEFAULT_SLURM_TIMEOUT_MIN)
     parameters.setdefault("name", "entropy-ae")

@@ -40,9 +40,9 @@ def _check(results: pd.DataFrame, columns) -> pd.DataFrame:
 
 
 def _summary(results: pd.DataFrame, column: str) -> pd.DataFrame:
-    """Mean and standard deviation over seeds per latent size (std 0 for a single seed)."""
+    """Mean and standard deviation over seeds per latent size (std NaN, no error bar, for a single seed)."""
     grouped = results.groupby("latent_size")[column]
-    return pd.DataFrame({"mean": grouped.mean(), "std": grouped.std(ddof=1).fillna(0.0)}).sort_index()
+    return pd.DataFrame({"mean": grouped.mean(), "std": grouped.std(ddof=1)}).sort_index()
 
 
 def _log2_axis(ax, sizes) -> None:

@@ -16,7 +16,7 @@ import pandas as pd
 
 from analysis import plots
 from analysis.recommend import DEFAULT_CRITERION, recommend
-from analysis.sweep import atomic_write_json, atomic_write_text, load_results
+from analysis.sweep import atomic_write_json, atomic_write_text, load_results, mixed_settings
 
 TABLE1_METRICS = (("auroc", "AUROC"), ("ap", "AP"), ("pixel_ap", "pixel AP"), ("best_dice", "best Dice*"))
 ENTROPY_COLUMNS = (
@@ -36,8 +36,10 @@ ENTROPY_COLUMNS = (
 def table1(results: pd.DataFrame, percent: bool = True) -> pd.DataFrame:
     """The paper's Table 1 for one dataset: ``mean +- std`` over seeds per latent size, best in bold.
 
-    Cells are strings; the best mean of each column is wrapped in ``**`` (Markdown bold).
-    Columns whose metric is missing (no masks: pixel AP, best Dice) are left out.
+    Cells are strings; the best mean of each column is wrapped in ``**`` (Markdown bold). A latent
+    size with a single run shows its value alone (``"40.9"``): one run has no spread, and
+    ``"± 0.0"`` would claim one. Columns whose metric is missing (no masks: pixel AP, best Dice)
+    are left out.
     """
     scale = 100.0 if percent else 1.0
     sizes = sorted(results["latent_size"].unique())
@@ -46,11 +48,14 @@ def table1(results: pd.DataFrame, percent: bool = True) -> pd.DataFrame:
         if column not in results.columns or results[column].isna().all():
             continue
         grouped = results.groupby("latent_size")[column]
-        mean, std = grouped.mean() * scale, grouped.std(ddof=1).fillna(0.0) * scale
+        mean, std = grouped.mean() * scale, grouped.std(ddof=1) * scale  # std NaN for one run
         best = mean.idxmax()
+        digits = 1 if percent else 3
         cells = []
         for size in sizes:
-            cell = f"{mean[size]:.1f} ± {std[size]:.1f}" if percent else f"{mean[size]:.3f} ± {std[size]:.3f}"
+            cell = f"{mean[size]:.{digits}f}"
+            if np.isfinite(std[size]):
+                cell += f" ± {std[size]:.{digits}f}"
             cells.append(f"**{cell}**" if size == best else cell)
         table[label] = cells
     table["runs"] = results.groupby("latent_size").size().reindex(sizes).values
@@ -129,6 +134,8 @@ def render_markdown(blocks) -> str:
             parts.append(f"## {payload}")
         elif kind == "p":
             parts.append(payload)
+        elif kind == "warning":
+            parts.append(f"> **WARNING:** {payload}")
         elif kind == "table":
             parts.append(_markdown_table(payload))
         elif kind == "image":
@@ -139,13 +146,16 @@ def render_markdown(blocks) -> str:
 def render_html(blocks, title: str) -> str:
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
              "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}"
-             "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}img{max-width:100%}</style></head><body>"]
+             "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}img{max-width:100%}"
+             ".warning{border:2px solid #c00;background:#fee;padding:8px}</style></head><body>"]
     for kind, payload in blocks:
         if kind in ("h1", "h2"):
             parts.append(f"<{kind}>{html.escape(payload)}</{kind}>")
         elif kind == "p":
             text = html.escape(payload).replace("`", "")
             parts.append(f"<p>{text}</p>")
+        elif kind == "warning":
+            parts.append(f"<p class='warning'><b>WARNING:</b> {html.escape(payload)}</p>")
         elif kind == "table":
             parts.append(_html_table(payload))
         elif kind == "image":
@@ -179,13 +189,18 @@ def save_figures(results: pd.DataFrame, figures_dir, paper_reference: bool = Tru
 # ---------------------------------------------------------------------------------------- report
 
 
-def _dataset_blocks(name: str, results: pd.DataFrame, figures: dict, base: Path, criterion: str) -> tuple[list, dict]:
+def _dataset_blocks(name: str, results: pd.DataFrame, figures: dict, base: Path, criterion: str,
+                    warnings: list[str] = ()) -> tuple[list, dict]:
     blocks = [("h2", f"Dataset {name}")]
+    blocks += [("warning", message) for message in warnings]
     epochs = sorted(results["epochs"].dropna().unique()) if "epochs" in results.columns else []
     blocks.append(("p", f"{len(results)} runs: latent sizes {sorted(int(v) for v in results['latent_size'].unique())}, "
                         f"seeds {sorted(int(v) for v in results['seed'].unique())}, epochs {[int(e) for e in epochs]}."))
-    blocks.append(("p", "Table 1 (as in the paper): mean ± std over seeds, in percent; best mean in bold. "
-                        "*Best Dice is an oracle upper bound (best over quantile thresholds)."))
+    blocks.append(("p", "Table 1 (as in the paper): mean ± std over seeds, in percent; best mean in bold; "
+                        "a latent size with a single run shows its value alone (no spread). "
+                        "*Best Dice is an oracle upper bound (best over quantile thresholds)."
+                        + (" MIXED SETTINGS: these means average runs that are not replicates (see the warning "
+                           "above)." if warnings else "")))
     blocks.append(("table", table1(results)))
     for key, caption in (("performance_vs_latent_size", "Detection metrics vs latent size"),
                          ("rec_error_vs_latent_size", "Reconstruction error vs latent size (paper's Fig. 3 beside)"),
@@ -223,7 +238,11 @@ def write_report(out, figures_dir=None, paper_reference: bool = True, criterion:
     Also writes ``out/recommendation.json`` (same as ``entropy-ae recommend``). With
     ``copy_figures_to`` the figures are copied there too (e.g. the repository's ``figures/``).
 
-    Returns ``{"markdown", "html", "figures": {name: path}, "recommendation"}``.
+    Runs of one dataset trained with different settings (epochs, batch size, learning rate,
+    image size, data) are not replicates: the report then carries a warning above that
+    dataset's tables, and the messages are returned under ``"warnings"`` for the caller to print.
+
+    Returns ``{"markdown", "html", "figures": {name: path}, "recommendation", "warnings": [str]}``.
     """
     out = Path(out)
     results = load_results(out)
@@ -231,14 +250,16 @@ def write_report(out, figures_dir=None, paper_reference: bool = True, criterion:
         raise ValueError(f"{out / 'results.csv'} has no completed runs; run the sweep first")
     figures_dir = Path(figures_dir) if figures_dir is not None else out / "figures"
     blocks = [("h1", "Latent-size study")]
-    all_figures, recommendations = {}, {}
+    all_figures, recommendations, all_warnings = {}, {}, []
     datasets = sorted(results["dataset"].unique())
     for name in datasets:
         group = results[results["dataset"] == name]
         prefix = "" if len(datasets) == 1 else f"{name}_"
         figures = save_figures(group, figures_dir, paper_reference, prefix)
         all_figures.update({prefix + k: v for k, v in figures.items()})
-        dataset_blocks, rec = _dataset_blocks(name, group, figures, out, criterion)
+        warnings = mixed_settings(group)
+        all_warnings += warnings
+        dataset_blocks, rec = _dataset_blocks(name, group, figures, out, criterion, warnings)
         blocks += dataset_blocks
         recommendations[name] = rec
     payload = next(iter(recommendations.values())) if len(recommendations) == 1 else recommendations
@@ -251,4 +272,4 @@ def write_report(out, figures_dir=None, paper_reference: bool = True, criterion:
         for path in all_figures.values():
             shutil.copyfile(path, target / Path(path).name)
     return {"markdown": out / "report.md", "html": out / "report.html", "figures": all_figures,
-            "recommendation": payload}
+            "recommendation": payload, "warnings": all_warnings}

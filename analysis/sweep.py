@@ -11,18 +11,25 @@ Layout of a sweep directory ``DIR``::
 Every file is written atomically (temporary file + ``os.replace``; run directories by
 ``save_run``), so killing a sweep at any moment loses at most the runs in flight, and the same
 command resumes it, skipping every completed run.
+
+A completed run is only reused when its config.json records the settings that were asked for
+(epochs, batch size, learning rate, image size, data spec); otherwise the sweep refuses before
+training anything (:class:`SettingsMismatch`), so one sweep directory never mixes settings
+silently. ``entropy.json`` records the sha256 of the weights it was measured on (and the
+estimator and sigma), and is recomputed when the run has been retrained since.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
+import secrets
 import sys
-import tempfile
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -46,11 +53,22 @@ RESULT_KEYS = (
     "train_seconds",
     "entropy_seconds",
 )
+# Settings that define a run besides the latent size and seed naming its directory: one column
+# each in the results table, and one value per dataset in a consistent sweep directory.
+SETTING_COLUMNS = ("epochs", "batch_size", "lr", "image_size", "data_spec")
 EXECUTORS = ("sequential", "local", "slurm", "ray")
 
 
 class SweepError(RuntimeError):
     """Some runs of a sweep failed; the completed ones are kept and a re-run retries the rest."""
+
+
+class SettingsMismatch(ValueError):
+    """Completed runs in the sweep directory were trained with other settings than requested."""
+
+
+class MixedSettingsWarning(UserWarning):
+    """One dataset of a results table holds runs trained with different settings."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +86,7 @@ class RunItem:
     run_dir: str
     sigma: float
     method: str = "knn"
+    overwrite: bool = False  # retrain the run even when complete (its settings differ from these)
 
 
 # ------------------------------------------------------------------------------- small helpers
@@ -87,22 +106,43 @@ def parse_int_list(text: str | list | tuple, name: str = "list") -> list[int]:
     return sorted(set(int(v) for v in values))
 
 
+def _new_temp_file(path: Path) -> tuple[int, Path]:
+    """Create a hidden temporary sibling of ``path``; return (fd, tmp path).
+
+    Unlike ``tempfile.mkstemp`` (always 0600), the file is created with mode 0666 filtered by the
+    process umask (and any default ACL) like any ordinary file, so the file that replaces ``path``
+    gets the usual permissions, e.g. 0644 under umask 022.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(100):
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"could not create a temporary file beside {path}")
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` via a temporary file in the same directory and ``os.replace``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _new_temp_file(path)
     try:
         with os.fdopen(fd, "w") as handle:
             handle.write(text)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
+def to_json(payload, indent: int | None = 2, sort_keys: bool = False) -> str:
+    """Strict JSON text: NaN and infinities become null (``allow_nan=False`` guarantees none slips out)."""
+    return json.dumps(_jsonable(payload), indent=indent, sort_keys=sort_keys, allow_nan=False)
+
+
 def atomic_write_json(path: Path, payload: dict) -> None:
-    atomic_write_text(path, json.dumps(_jsonable(payload), indent=2, sort_keys=True) + "\n")
+    atomic_write_text(path, to_json(payload, sort_keys=True) + "\n")
 
 
 def _jsonable(value):
@@ -133,6 +173,151 @@ def _log(message: str, progress: bool) -> None:
         print(message, file=sys.stderr, flush=True)
 
 
+def check_grid(latent_sizes, image_size: int) -> None:
+    """Refuse a latent size or image size the model cannot take, in one line, before anything runs."""
+    from entropy_ae.model import MAX_LATENT_SIZE, check_sizes
+
+    bad = [d for d in latent_sizes if not 1 <= d <= MAX_LATENT_SIZE]
+    if bad:
+        raise ValueError(f"latent sizes must be from 1 to {MAX_LATENT_SIZE}, got {', '.join(map(str, bad))}")
+    for d in latent_sizes:
+        check_sizes(int(d), int(image_size))
+
+
+# ------------------------------------------------------------------------- settings of a run
+
+
+def _canonical(value):
+    """JSON round trip, so a recorded value and a requested one compare equal when they mean the same."""
+    return json.loads(to_json(value, indent=None, sort_keys=True))
+
+
+def run_settings(config: dict) -> dict:
+    """The settings that define a run, from its config.json content, flattened.
+
+    Every ``train`` entry except ``device`` (where it ran, not what it is), plus ``latent_size``
+    and ``image_size`` of the model and the data spec.
+    """
+    train = {k: v for k, v in (config.get("train") or {}).items() if k != "device"}
+    model = config.get("model") or {}
+    return _canonical({**train, "latent_size": model.get("latent_size"), "image_size": model.get("image_size"),
+                       "data": config.get("data")})
+
+
+def _train_config(item: RunItem):
+    from entropy_ae.training import TrainConfig
+
+    return TrainConfig(latent_size=item.latent_size, epochs=item.epochs, batch_size=item.batch_size, lr=item.lr,
+                       seed=item.seed, device=item.device)
+
+
+def requested_settings(item: RunItem) -> dict:
+    """:func:`run_settings` of the config.json that training ``item`` would write."""
+    train = _train_config(item).to_dict()
+    latent_size = train.pop("latent_size")
+    return run_settings({"train": train, "model": {"latent_size": latent_size, "image_size": item.image_size},
+                         "data": item.data_spec})
+
+
+def settings_differences(run_dir, item: RunItem) -> dict:
+    """``{setting: (recorded, requested)}`` for each setting of a completed run that differs from ``item``."""
+    from entropy_ae.checkpoint import load_config
+
+    recorded, wanted = run_settings(load_config(run_dir)), requested_settings(item)
+    return {k: (recorded.get(k), wanted.get(k)) for k in sorted(set(recorded) | set(wanted))
+            if recorded.get(k) != wanted.get(k)}
+
+
+def _describe(differences: dict) -> str:
+    parts = []
+    for key, (recorded, wanted) in differences.items():
+        if key == "data" and isinstance(recorded, dict) and isinstance(wanted, dict):
+            keys = sorted(k for k in set(recorded) | set(wanted)
+                          if recorded.get(k) != wanted.get(k) and k not in differences)  # said once
+            parts += [f"data {k}: {recorded.get(k)!r} in the run, {wanted.get(k)!r} requested" for k in keys]
+        else:
+            parts.append(f"{key}: {recorded!r} in the run, {wanted!r} requested")
+    return "; ".join(parts)
+
+
+def check_completed_runs(items: list[RunItem], out, overwrite: bool = False) -> list[RunItem]:
+    """Compare every completed run of the dataset in ``out`` with the requested settings.
+
+    Returns ``items`` with ``overwrite=True`` on the grid points whose completed run differs (only
+    when ``overwrite``). Raises :class:`SettingsMismatch`, listing the differing settings and how
+    to go on, when a completed run differs and ``overwrite`` is false, or when a differing run
+    lies outside the requested grid (it would end up in the same results table).
+    """
+    if not items:
+        return items
+    by_dir = {Path(i.run_dir): i for i in items}
+    dataset_dir = Path(items[0].run_dir).parent.parent
+    stale, outside = [], []
+    for run_dir in sorted(p.parent for p in dataset_dir.glob("latent_size=*/seed=*/metrics.json")):
+        item = by_dir.get(run_dir)
+        if item is None:  # a run of an earlier grid: it goes into the same table, so it must match too
+            try:
+                d, s = (int(part.split("=")[1]) for part in (run_dir.parent.name, run_dir.name))
+            except ValueError:
+                continue
+            probe = replace(items[0], latent_size=d, seed=s, run_dir=str(run_dir))
+            differences = settings_differences(run_dir, probe)
+            if differences:
+                outside.append((run_dir, differences))
+            continue
+        differences = settings_differences(run_dir, item)
+        if differences:
+            stale.append((run_dir, differences))
+    if outside or (stale and not overwrite):
+        raise SettingsMismatch(_mismatch_message(out, stale if not overwrite else [], outside))
+    stale_dirs = {run_dir for run_dir, _ in stale}
+    return [replace(i, overwrite=True) if Path(i.run_dir) in stale_dirs else i for i in items]
+
+
+def _mismatch_message(out, stale: list, outside: list) -> str:
+    runs = stale + outside
+    lines = [f"{len(runs)} completed run(s) in {out} were trained with other settings than requested; "
+             "nothing was trained:"]
+    for run_dir, differences in runs[:10]:
+        lines.append(f"  {Path(run_dir).relative_to(out)}: {_describe(differences)}")
+    if len(runs) > 10:
+        lines.append(f"  ... and {len(runs) - 10} more")
+    fixes = ["a new --out DIR for these settings", "the settings those runs were trained with"]
+    if outside:
+        lines.append(f"{len(outside)} of them lie outside the requested grid (--overwrite retrains only runs in "
+                     "the grid): delete those run directories, or add their latent sizes and seeds to the grid")
+    else:
+        fixes.append("--overwrite to retrain those runs with the new settings (their results are replaced)")
+    lines.append("Use " + ", or ".join(fixes) + ".")
+    return "\n".join(lines)
+
+
+def mixed_settings(results: pd.DataFrame) -> list[str]:
+    """One message per dataset whose runs in ``results`` differ in any of :data:`SETTING_COLUMNS`.
+
+    Averages over such runs (Table 1, the plots, the recommendation) would mix trainings that are
+    not replicates of each other; callers print these messages loudly.
+    """
+    messages = []
+    if results.empty or "dataset" not in results.columns:
+        return messages
+    for name, group in results.groupby("dataset", sort=True):
+        parts = []
+        for column in SETTING_COLUMNS:
+            if column not in group.columns:
+                continue
+            counts = group[column].astype(str).value_counts(dropna=False).sort_index()
+            if len(counts) > 1:
+                shown = ", ".join(f"{value} ({n} runs)" for value, n in counts.items())
+                parts.append(f"{column}: {shown}")
+        if parts:
+            messages.append(f"dataset {name}: runs trained with different settings are mixed in one table "
+                            f"({'; '.join(parts)}); means over seeds and the recommendation mix them. Re-train "
+                            "them with one setting (entropy-ae sweep --overwrite) or keep each setting in its "
+                            "own sweep directory.")
+    return messages
+
+
 # --------------------------------------------------------------------------------- data and runs
 
 _DATA_CACHE: dict = {}
@@ -149,31 +334,78 @@ def _load(spec, image_size: int, seed: int = 0):
     return _DATA_CACHE[key]
 
 
+def _reference_matches(ref: dict, data) -> bool:
+    if "data_spec" in ref:
+        return ref["data_spec"] == _canonical(data.spec)
+    # reference.json written before the data spec was recorded in it
+    return ref.get("image_size") == data.image_size and ref.get("n_train") == len(data.train)
+
+
 def reference_for(out, data, progress: bool = False) -> dict:
-    """Normal-data reference of a dataset (computed once, stored in ``out/<dataset>/reference.json``)."""
+    """Normal-data reference of a dataset (computed once, stored in ``out/<dataset>/reference.json``).
+
+    Measured again when the stored one was made from other data (e.g. another image size).
+    """
     from analysis.entropy import data_reference
 
     path = Path(out) / data.name / "reference.json"
     if path.is_file():
-        return json.loads(path.read_text())
+        ref = json.loads(path.read_text())
+        if _reference_matches(ref, data):
+            return ref
+        _log(f"sweep: {path} was measured on other data settings; measuring it again", progress)
     _log(f"sweep: measuring the normal-data reference of {data.name} (intrinsic dimension, I_sigma)", progress)
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # duplicate images are reported in the table instead
         ref = data_reference(data.train)
     ref.update(dataset=data.name, image_size=data.image_size, n_train=int(len(data.train)),
-               reference_seconds=time.perf_counter() - start)
+               data_spec=_canonical(data.spec), reference_seconds=time.perf_counter() - start)
     atomic_write_json(path, ref)
-    return ref
+    return _canonical(ref)
+
+
+def weights_sha256(run_dir) -> str:
+    """sha256 of a run's weights.safetensors: changes whenever the run is trained again."""
+    digest = hashlib.sha256()
+    with open(Path(run_dir) / "weights.safetensors", "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def measurement_key(run_dir, sigma: float, method: str) -> dict:
+    """What entropy.json must have been measured on to be reused: the weights, sigma and estimator."""
+    return _canonical({"weights_sha256": weights_sha256(run_dir), "sigma": sigma, "method": method})
+
+
+def cached_measurements(run_dir, sigma: float, method: str) -> dict | None:
+    """The run's entropy.json when it was measured on these weights with this sigma and method, else None."""
+    path = Path(run_dir) / "entropy.json"
+    if not path.is_file():
+        return None
+    cached = json.loads(path.read_text())
+    return cached if cached.get("measured_with") == measurement_key(run_dir, sigma, method) else None
 
 
 def measure_run(run_dir, data, sigma: float, method: str = "knn", force: bool = False) -> dict:
-    """Every entropy measurement of a completed run; cached in ``run_dir/entropy.json``."""
+    """Every entropy measurement of a completed run; cached in ``run_dir/entropy.json``.
+
+    The cache is used only when it was measured on the run's current weights (sha256 of
+    weights.safetensors) with the same ``sigma`` and ``method``: a run retrained in place
+    (``entropy-ae train --overwrite``) is measured again. ``data=None`` rebuilds the run's data
+    from its config.json, only when a measurement is needed.
+    """
     from analysis.entropy import run_measurements
 
-    path = Path(run_dir) / "entropy.json"
-    if path.is_file() and not force:
-        return json.loads(path.read_text())
+    if not force:
+        cached = cached_measurements(run_dir, sigma, method)
+        if cached is not None:
+            return cached
+    key = measurement_key(run_dir, sigma, method)
+    if data is None:
+        config = json.loads((Path(run_dir) / "config.json").read_text())
+        data = _load(config["data"], int(config["model"]["image_size"]))
     start = time.perf_counter()
     with warnings.catch_warnings():
         # High-dimensional k-NN warnings are expected for large codes: the table carries the
@@ -181,8 +413,9 @@ def measure_run(run_dir, data, sigma: float, method: str = "knn", force: bool = 
         warnings.simplefilter("ignore")
         values = run_measurements(run_dir, data, sigma=sigma, method=method)
     values["entropy_seconds"] = time.perf_counter() - start
-    atomic_write_json(path, values)
-    return values
+    values["measured_with"] = key
+    atomic_write_json(Path(run_dir) / "entropy.json", values)
+    return _canonical(values)
 
 
 def train_one(item: RunItem | dict) -> dict:
@@ -193,27 +426,39 @@ def train_one(item: RunItem | dict) -> dict:
     import torch
 
     from entropy_ae.checkpoint import load_metrics, run_training
-    from entropy_ae.training import TrainConfig
 
     item = RunItem(**item) if isinstance(item, dict) else item
     data = _load(item.data_spec, item.image_size)
-    if is_done(item.run_dir):
-        metrics = load_metrics(item.run_dir)
-    else:
-        if item.device == "cpu" and os.environ.get("OMP_NUM_THREADS"):
+    if _needs_training(item):
+        if os.environ.get("OMP_NUM_THREADS"):
             torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
-        config = TrainConfig(latent_size=item.latent_size, epochs=item.epochs, batch_size=item.batch_size,
-                             lr=item.lr, seed=item.seed, device=item.device)
-        metrics = run_training(data, config, item.run_dir, progress=False)
+        metrics = run_training(data, _train_config(item), item.run_dir, progress=False, overwrite=item.overwrite)
+    else:
+        metrics = load_metrics(item.run_dir)
     measure_run(item.run_dir, data, item.sigma, item.method)
     return metrics
+
+
+def _needs_training(item: RunItem) -> bool:
+    """Not complete, or complete with other settings and marked for overwrite.
+
+    A complete run with other settings and no overwrite is refused (the sweep checks this before
+    dispatching; checking again here keeps a job that runs later from reusing a changed run).
+    """
+    if not is_done(item.run_dir):
+        return True
+    differences = settings_differences(item.run_dir, item)
+    if differences and not item.overwrite:
+        raise SettingsMismatch(f"{item.run_dir} was trained with other settings ({_describe(differences)}); "
+                               "pass --overwrite to retrain it")
+    return bool(differences)
 
 
 # ------------------------------------------------------------------------------------- the sweep
 
 
 def plan_sweep(data, latent_sizes, seeds, epochs: int, out, batch_size: int = 64, lr: float = 1e-3,
-               device: str = "cpu", sigma: float = float("nan"), method: str = "knn") -> list[RunItem]:
+               device: str = "auto", sigma: float = float("nan"), method: str = "knn") -> list[RunItem]:
     """Every grid point of a sweep, in order (latent size, then seed)."""
     return [
         RunItem(data_spec=data.spec, image_size=data.image_size, latent_size=d, seed=s, epochs=epochs,
@@ -260,15 +505,13 @@ def train_group(items: list[RunItem | dict]) -> list[dict]:
     job is a group of models rather than one. Runs already complete are not retrained.
     """
     from entropy_ae.batched import run_trainings_batched
-    from entropy_ae.training import TrainConfig
 
     items = [RunItem(**i) if isinstance(i, dict) else i for i in items]
-    todo = [i for i in items if not is_done(i.run_dir)]
+    todo = [i for i in items if _needs_training(i)]
     if todo:
         data = _load(todo[0].data_spec, todo[0].image_size)
-        configs = [TrainConfig(latent_size=i.latent_size, epochs=i.epochs, batch_size=i.batch_size, lr=i.lr,
-                               seed=i.seed, device=i.device) for i in todo]
-        run_trainings_batched(data, configs, [i.run_dir for i in todo])
+        run_trainings_batched(data, [_train_config(i) for i in todo], [i.run_dir for i in todo],
+                              overwrite=any(i.overwrite for i in todo))
     # Measuring goes through the same per-run function, which skips the completed trainings.
     return [train_one(i) for i in items]
 
@@ -291,8 +534,9 @@ def _run_batched(items: list[RunItem], progress: bool) -> list[str]:
 
 
 def run_sweep(data, latent_sizes, seeds, epochs: int, out, *, image_size: int = 64, data_seed: int = 0,
-              batch_size: int = 64, lr: float = 1e-3, device: str = "cpu", executor: str | None = None, workers: int | None = None,
-              batched: bool = False, method: str = "knn", progress: bool = True, **executor_options) -> pd.DataFrame:
+              batch_size: int = 64, lr: float = 1e-3, device: str = "auto", executor: str | None = None,
+              workers: int | None = None, batched: bool = False, method: str = "knn", progress: bool = True,
+              overwrite: bool = False, **executor_options) -> pd.DataFrame:
     """Train every (latent size, seed) not yet done, then collect ``out/results.csv``.
 
     Parameters
@@ -308,8 +552,14 @@ def run_sweep(data, latent_sizes, seeds, epochs: int, out, *, image_size: int = 
         How to run the grid: ``analysis.executors.map_runs`` backends, or ``'sequential'``
         (in-process, one after another). Default: ``'local'`` when the executors module is
         installed, else ``'sequential'``.
+    device : str
+        ``'auto'`` (a GPU when there is one; the local executor pins each worker to its own GPU),
+        ``'cpu'``, ``'cuda'`` or ``'cuda:<i>'``.
     batched : bool
         Train all pending models together with ``entropy_ae.batched.run_trainings_batched``.
+    overwrite : bool
+        Retrain completed runs of the grid whose recorded settings differ from the requested ones
+        (default: refuse with :class:`SettingsMismatch` before training anything).
 
     Returns
     -------
@@ -320,19 +570,29 @@ def run_sweep(data, latent_sizes, seeds, epochs: int, out, *, image_size: int = 
     ------
     SweepError
         When some runs failed. Completed runs and the results table are written first.
+    SettingsMismatch
+        Completed runs were trained with other settings (before anything is trained).
+    ValueError
+        A latent size, image size or training setting the model cannot take, or an executor
+        that cannot run here (before anything is trained).
     """
-    if isinstance(data, (str, dict)):
-        data = _load(data, image_size, data_seed)
     latent_sizes = parse_int_list(latent_sizes, "latent_sizes")
     seeds = parse_int_list(seeds, "seeds")
-    if 0 in latent_sizes:
-        raise ValueError("latent sizes must be at least 1")
+    check_grid(latent_sizes, data.image_size if hasattr(data, "image_size") else image_size)
+    if isinstance(data, (str, dict)):
+        data = _load(data, image_size, data_seed)
     out = Path(out)
+    items = plan_sweep(data, latent_sizes, seeds, epochs, out, batch_size, lr, device, method=method)
+    for item in items[:1]:
+        _train_config(item)  # epochs, batch size, lr: TrainConfig's own checks, once, up front
+    items = check_completed_runs(items, out, overwrite)
+    _check_executor(executor, batched, executor_options, progress)
     ref = reference_for(out, data, progress)
-    items = plan_sweep(data, latent_sizes, seeds, epochs, out, batch_size, lr, device, ref["sigma"], method)
-    pending = [i for i in items if not is_done(i.run_dir)]
+    items = [replace(i, sigma=float(ref["sigma"])) for i in items]
+    pending = [i for i in items if not is_done(i.run_dir) or i.overwrite]
+    retrain = sum(i.overwrite for i in items)
     _log(f"sweep: {data.name}: {len(items)} runs in the grid, {len(items) - len(pending)} already done, "
-         f"{len(pending)} to train", progress)
+         f"{len(pending)} to train" + (f" ({retrain} retrained with the new settings)" if retrain else ""), progress)
     failures: list[str] = []
     if pending:
         failures = _dispatch(pending, data, executor, workers, batched, out, progress, executor_options)
@@ -343,18 +603,35 @@ def run_sweep(data, latent_sizes, seeds, epochs: int, out, *, image_size: int = 
     return results
 
 
-def _dispatch(pending, data, executor, workers, batched, out, progress, options) -> list[str]:
-    map_runs = _map_runs()
+def _resolve_executor(executor: str | None, batched: bool) -> str:
     if executor is None:
         # Batched training defaults to one group in this process: the point is one set of kernels.
-        executor = "sequential" if batched or map_runs is None else "local"
+        executor = "sequential" if batched or _map_runs() is None else "local"
     if executor not in EXECUTORS:
         raise ValueError(f"unknown executor {executor!r}; choose one of {EXECUTORS}")
-    if executor == "sequential":
-        return _run_batched(pending, progress) if batched else _run_sequential(pending, progress)
-    if map_runs is None:
+    if executor != "sequential" and _map_runs() is None:
         raise ValueError(f"executor {executor!r} needs analysis.executors, which is not installed; "
                          "use --executor sequential")
+    return executor
+
+
+def _check_executor(executor: str | None, batched: bool, options: dict, progress: bool) -> None:
+    """Refuse, before the reference is measured or anything trained, an executor that cannot run here."""
+    executor = _resolve_executor(executor, batched)
+    if executor == "sequential":
+        return
+    from analysis.executors import check_backend
+
+    check_backend(executor, **options)
+    if executor == "ray" and not (options.get("address") or os.environ.get("RAY_ADDRESS")):
+        _log("sweep: no --ray-address and no RAY_ADDRESS: starting a local Ray instance on this machine only", progress)
+
+
+def _dispatch(pending, data, executor, workers, batched, out, progress, options) -> list[str]:
+    map_runs = _map_runs()
+    executor = _resolve_executor(executor, batched)
+    if executor == "sequential":
+        return _run_batched(pending, progress) if batched else _run_sequential(pending, progress)
     if batched:
         # One job per group of models; --workers sets how many groups (default 1).
         fn, jobs = train_group, [[asdict(i) for i in g] for g in _groups(pending, workers or 1)]
@@ -406,12 +683,20 @@ def _row(run_dir: Path, out: Path, references: dict, method: str) -> dict:
         ref_path = out / dataset / "reference.json"
         references[dataset] = json.loads(ref_path.read_text()) if ref_path.is_file() else None
     ref = references[dataset]
-    entropy_path = run_dir / "entropy.json"
-    if not entropy_path.is_file() and ref is not None:
-        data = _load(json.loads((run_dir / "config.json").read_text())["data"], ref["image_size"])
-        measure_run(run_dir, data, ref["sigma"], method)
-    if entropy_path.is_file():
-        measured = json.loads(entropy_path.read_text())
+    config = json.loads((run_dir / "config.json").read_text())
+    settings = run_settings(config)
+    row.update({k: settings.get(k) for k in SETTING_COLUMNS if k in settings})
+    row["data_spec"] = json.dumps(settings.get("data"), sort_keys=True, separators=(",", ":"))
+    if ref is not None:
+        # measured again when missing or made on other weights (the run was retrained in place)
+        measured = measure_run(run_dir, None, ref["sigma"], method)
+    else:  # no reference to measure against: keep only measurements of these very weights
+        path = run_dir / "entropy.json"
+        measured = json.loads(path.read_text()) if path.is_file() else None
+        if measured is not None and (measured.get("measured_with") or {}).get("weights_sha256") != weights_sha256(run_dir):
+            measured = None
+    if measured is not None:
+        measured = {k: v for k, v in measured.items() if k != "measured_with"}
         if isinstance(measured.get("errors"), dict):
             measured["errors"] = "; ".join(f"{k}: {v}" for k, v in measured["errors"].items())
         row.update(measured)
@@ -431,12 +716,14 @@ def collect_results(out, method: str = "knn", progress: bool = False) -> pd.Data
     rows = [_row(r, out, references, method) for r in completed_runs(out)]
     table = pd.DataFrame(rows)
     if table.empty:
-        table = pd.DataFrame(columns=list(RESULT_KEYS) + ["run_dir"])
-    first = [k for k in RESULT_KEYS if k in table.columns]
+        table = pd.DataFrame(columns=list(RESULT_KEYS) + list(SETTING_COLUMNS) + ["run_dir"])
+    first = [k for k in dict.fromkeys((*RESULT_KEYS, *SETTING_COLUMNS)) if k in table.columns]
     table = table[first + [c for c in table.columns if c not in first]]
     atomic_write_text(out / "results.csv", table.to_csv(index=False))
     _write_parquet(table, out / "results.parquet")
     _log(f"sweep: {len(table)} completed runs in {out / 'results.csv'}", progress)
+    for message in mixed_settings(table):
+        warnings.warn(message, MixedSettingsWarning, stacklevel=2)
     return table
 
 
@@ -445,13 +732,13 @@ def _write_parquet(table: pd.DataFrame, path: Path) -> None:
         import pyarrow  # noqa: F401
     except ModuleNotFoundError:
         return
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _new_temp_file(path)
     os.close(fd)
     try:
-        table.to_parquet(tmp, index=False)
+        table.to_parquet(tmp, index=False)  # truncates the file we made, keeping its mode
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 

@@ -10,7 +10,7 @@ import numpy as np
 from scipy.stats import t as student_t
 
 from ._mutual_info import MI_METHODS, _prepare, _raw, _ross
-from ._validation import as_samples, check_inputs, check_method, log_base
+from ._validation import check_inputs, check_method, label_codes, log_base
 
 
 @dataclass(frozen=True)
@@ -128,11 +128,9 @@ def permutation_test(x, y, method: str = "ksg", k: int = 3, n_permutations: int 
         raise ValueError(f"n_permutations must be a positive integer; got {n_permutations!r}.")
     rng = np.random.default_rng(seed)
     if discrete_y:
-        labels = np.asarray(y.detach().cpu().numpy() if hasattr(y, "detach") else y).reshape(len(as_samples(x)), -1)
-        codes = np.unique(labels, axis=0, return_inverse=True)[1].reshape(-1).astype(np.float64)
-        x, codes = check_inputs({"x": x, "labels": codes}, k, nan_policy)
+        x, codes = check_inputs({"x": x, "labels": label_codes(y)}, k, nan_policy)  # NaN/None label = missing
         (x,) = _prepare([x], ["x"])
-        codes = codes[:, 0].astype(np.int64)
+        codes = np.unique(codes[:, 0], return_inverse=True)[1].reshape(-1)
         stat = lambda perm: _ross(x, codes[perm], k, device)  # noqa: E731
     else:
         x, y = check_inputs({"x": x, "y": y}, k if method == "ksg" else None, nan_policy)

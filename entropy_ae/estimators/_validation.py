@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+import sys
 import warnings
 
 import numpy as np
@@ -16,8 +18,24 @@ class EstimatorWarning(UserWarning):
     """An estimate was returned but may be unreliable (ties, high dimension, bound exceeded)."""
 
 
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def _caller_stacklevel() -> int:
+    """The ``stacklevel`` that points a warning raised in :func:`warn` at the first frame outside this package.
+
+    The estimators call each other at varying depths, so a fixed stacklevel lands on
+    internal lines (e.g. ``value = _ESTIMATORS[method](...)``); the user needs the line
+    that called the public function.
+    """
+    frame, level = sys._getframe(1), 1  # frame 1 = warn(), the function calling warnings.warn
+    while frame is not None and os.path.dirname(os.path.abspath(frame.f_code.co_filename)) == _PACKAGE_DIR:
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 def warn(message: str) -> None:
-    warnings.warn(message, EstimatorWarning, stacklevel=4)
+    warnings.warn(message, EstimatorWarning, stacklevel=_caller_stacklevel())
 
 
 def as_samples(x, name: str = "x") -> np.ndarray:
@@ -160,18 +178,67 @@ def dequantise(x: np.ndarray, name: str, seed: int = 0) -> np.ndarray:
     return out
 
 
-def whiten(x: np.ndarray) -> tuple[np.ndarray, float]:
+def covariance_eigh(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Eigenvalues and eigenvectors of the sample covariance of ``x`` (n, d), and a mask of the non-null ones.
+
+    The one singularity rule of the package (Gaussian bound, whitening, MI degeneracy).
+    An eigenvalue counts as zero when it is at most ``max(n, d) * eps * lambda_max``:
+    the float64 covariance of n rows is a sum of n rounded products, accurate to about
+    n * eps relative to its largest eigenvalue, so anything smaller cannot be told from
+    0 (numpy's ``matrix_rank`` uses the same max(M, N) * eps rule). The rule is
+    relative, so it does not depend on the units of ``x``. With n <= d the covariance
+    has rank at most n - 1 < d whatever the rounding, so every such sample is singular.
+    """
+    n, d = x.shape
+    cov = np.atleast_2d(np.cov(x, rowvar=False)) if n > 1 else np.zeros((d, d))
+    eigval, eigvec = np.linalg.eigh(cov)
+    keep = eigval > max(n, d) * np.finfo(float).eps * max(eigval.max(), np.finfo(float).tiny)
+    if n <= d:
+        keep[: d - n + 1] = False  # the d - n + 1 smallest (eigh sorts ascending) are exactly 0 in exact arithmetic
+    return eigval, eigvec, keep
+
+
+def whiten(x: np.ndarray, subspace: bool = False) -> tuple[np.ndarray, float]:
     """Centre and whiten with the sample covariance; return (z, log|det W|) so H(x) = H(z) - log|det W|.
 
     Raises ``np.linalg.LinAlgError`` when the covariance is singular (data on a
-    lower-dimensional subspace).
+    lower-dimensional subspace, see :func:`covariance_eigh`), unless ``subspace``:
+    then z holds the whitened coordinates within the subspace the data span
+    (fewer columns; an invertible map of the sample, so it keeps MI).
     """
     xc = x - x.mean(axis=0)
-    cov = np.atleast_2d(np.cov(xc, rowvar=False))
-    eigval, eigvec = np.linalg.eigh(cov)
-    if eigval.min() <= 1e-12 * max(eigval.max(), np.finfo(float).tiny):
-        raise np.linalg.LinAlgError("singular covariance")
+    eigval, eigvec, keep = covariance_eigh(xc)
+    if not keep.all():
+        if not subspace:
+            raise np.linalg.LinAlgError("singular covariance")
+        eigval, eigvec = eigval[keep], eigvec[:, keep]
     return (xc @ eigvec) / np.sqrt(eigval), -0.5 * float(np.log(eigval).sum())
+
+
+def label_codes(labels, name: str = "labels") -> np.ndarray:
+    """Integer class codes of ``labels`` (n,) or (n, m) as float64 (n,), NaN where a label is missing.
+
+    Missing = NaN, inf or None, so ``check_inputs`` applies ``nan_policy`` to labels as
+    to continuous data (``np.unique`` would otherwise make NaN a class of its own).
+    """
+    arr = np.asarray(labels.detach().cpu().numpy() if hasattr(labels, "detach") else labels)
+    if arr.ndim == 0:
+        raise ValueError(f"{name} is a scalar (0-d); pass one label per sample, shape (n,).")
+    rows = arr.reshape(len(arr), -1)
+    if rows.dtype.kind in "fc":
+        missing = ~np.isfinite(rows).all(axis=1)
+    elif rows.dtype.kind == "O":
+        missing = np.array([any(v is None or (isinstance(v, (float, np.floating)) and not math.isfinite(v))
+                                for v in row) for row in rows], dtype=bool)
+    else:
+        missing = np.zeros(len(rows), dtype=bool)
+    codes = np.full(len(rows), np.nan)
+    if (~missing).any():
+        present = rows[~missing]
+        if present.dtype.kind == "O":
+            present = present.astype(str)  # mixed Python objects: compare by their text
+        codes[~missing] = np.unique(present, axis=0, return_inverse=True)[1].reshape(-1)
+    return codes
 
 
 def copula_normal(x: np.ndarray) -> np.ndarray:

@@ -113,13 +113,15 @@ def _add_sweep_options(parser: argparse.ArgumentParser, *, data: str, latent_siz
     add_executor_options(parser)
 
 
-def _sweep(args):
+def _sweep(args, warn_mixed: bool = True):
     from entropy_ae.data import load_data
 
-    from analysis.sweep import MixedSettingsWarning, check_grid, mixed_settings, run_sweep
+    from analysis.sweep import MixedSettingsWarning, check_executor, check_grid, mixed_settings, run_sweep
 
-    check_grid(args.latent_sizes, args.image_size)  # before loading data, which can take a while
+    # Everything that can be checked without the data first: loading it can take a while.
+    check_grid(args.latent_sizes, args.image_size)
     options = executor_options(args)
+    check_executor(args.executor, args.batched, options, progress=False)
     data_kwargs = {}
     if args.normal_labels is not None:
         data_kwargs["normal_labels"] = args.normal_labels
@@ -130,7 +132,8 @@ def _sweep(args):
                           lr=args.lr, device=args.device, executor=args.executor, workers=args.workers,
                           batched=args.batched, method=args.method, progress=not args.quiet,
                           overwrite=args.overwrite, **options)
-    _warn(mixed_settings(table))
+    if warn_mixed:  # the study's report prints them itself
+        _warn(mixed_settings(table))
     return table
 
 
@@ -205,7 +208,7 @@ def cmd_study(args) -> int:
 
     start = time.perf_counter()
     try:
-        _sweep(args)
+        _sweep(args, warn_mixed=False)
     except SweepError as err:
         print(f"entropy-ae: error: {err}", file=sys.stderr)
         return 1

@@ -153,14 +153,15 @@ def _load_like_run(run_dir, spec, load_data):
 
 
 def gaussian_entropy(z: np.ndarray) -> float:
-    """Entropy (nats) of a Gaussian with the sample covariance of ``z``: an upper bound on H(Z)."""
-    z = np.asarray(z, dtype=np.float64)
-    cov = np.atleast_2d(np.cov(z, rowvar=False))
-    sign, logdet = np.linalg.slogdet(cov)
-    if sign <= 0:
-        return float("-inf")
-    d = cov.shape[0]
-    return float(0.5 * (d * math.log(2 * math.pi * math.e) + logdet))
+    """Entropy (nats) of a Gaussian with the sample covariance of ``z``: an upper bound on H(Z).
+
+    :func:`entropy_ae.estimators.entropy` with ``method="gaussian"``: ``-inf`` with a warning when
+    the covariance is singular (n <= latent_size, or codes on a lower-dimensional subspace), by the
+    same rule the estimators use for their own bound.
+    """
+    import entropy_ae.estimators as est  # imported late: analysis must import without it
+
+    return float(est.entropy(np.asarray(z, dtype=np.float64), method="gaussian"))
 
 
 # ------------------------------------------------------------- comparable counterparts of H

@@ -586,7 +586,7 @@ def run_sweep(data, latent_sizes, seeds, epochs: int, out, *, image_size: int = 
     for item in items[:1]:
         _train_config(item)  # epochs, batch size, lr: TrainConfig's own checks, once, up front
     items = check_completed_runs(items, out, overwrite)
-    _check_executor(executor, batched, executor_options, progress)
+    check_executor(executor, batched, executor_options, progress)
     ref = reference_for(out, data, progress)
     items = [replace(i, sigma=float(ref["sigma"])) for i in items]
     pending = [i for i in items if not is_done(i.run_dir) or i.overwrite]
@@ -615,7 +615,7 @@ def _resolve_executor(executor: str | None, batched: bool) -> str:
     return executor
 
 
-def _check_executor(executor: str | None, batched: bool, options: dict, progress: bool) -> None:
+def check_executor(executor: str | None, batched: bool, options: dict, progress: bool) -> None:
     """Refuse, before the reference is measured or anything trained, an executor that cannot run here."""
     executor = _resolve_executor(executor, batched)
     if executor == "sequential":
@@ -693,7 +693,8 @@ def _row(run_dir: Path, out: Path, references: dict, method: str) -> dict:
     else:  # no reference to measure against: keep only measurements of these very weights
         path = run_dir / "entropy.json"
         measured = json.loads(path.read_text()) if path.is_file() else None
-        if measured is not None and (measured.get("measured_with") or {}).get("weights_sha256") != weights_sha256(run_dir):
+        measured_on = (measured or {}).get("measured_with") or {}
+        if measured is not None and measured_on.get("weights_sha256") != weights_sha256(run_dir):
             measured = None
     if measured is not None:
         measured = {k: v for k, v in measured.items() if k != "measured_with"}
@@ -701,7 +702,7 @@ def _row(run_dir: Path, out: Path, references: dict, method: str) -> dict:
             measured["errors"] = "; ".join(f"{k}: {v}" for k, v in measured["errors"].items())
         row.update(measured)
     if ref is not None:
-        row.update({k: v for k, v in ref.items() if k not in ("dataset", "image_size")})
+        row.update({k: v for k, v in ref.items() if k not in ("dataset", "image_size", "data_spec")})
     row["run_dir"] = str(run_dir.relative_to(out))
     return row
 
@@ -709,7 +710,10 @@ def _row(run_dir: Path, out: Path, references: dict, method: str) -> dict:
 def collect_results(out, method: str = "knn", progress: bool = False) -> pd.DataFrame:
     """Gather every completed run into ``out/results.csv`` (and ``results.parquet`` when pyarrow is there).
 
-    Runs missing their entropy measurements are measured now. Both files are written atomically.
+    Runs missing their entropy measurements, or measured on other weights (retrained in place),
+    another sigma or another ``method``, are measured now. Both files are written atomically.
+    A dataset whose runs were trained with different settings gets a :class:`MixedSettingsWarning`
+    (:func:`mixed_settings`); the table keeps one column per setting (:data:`SETTING_COLUMNS`).
     """
     out = Path(out)
     references: dict = {}

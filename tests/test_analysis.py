@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
+import os
+import stat
 
 import matplotlib
 import numpy as np
@@ -239,3 +242,115 @@ def test_report_writes_markdown_html_figures(tmp_path):
     for path in done["figures"].values():
         assert path.stat().st_size > 1000 and (tmp_path / "copy" / path.name).is_file()
     assert json.loads((tmp_path / "recommendation.json").read_text())["latent_size"] == 4
+
+
+# ----------------------------------------------------------------------------- reported problems
+
+
+@pytest.fixture
+def no_figures(monkeypatch):
+    """Reports without drawing figures (drawing is most of a report's time; figures are tested above)."""
+    import analysis.report
+
+    monkeypatch.setattr(analysis.report, "save_figures", lambda *args, **kwargs: {})
+
+def test_table1_shows_no_spread_for_a_single_run(tmp_path, no_figures):
+    one_seed = results_table(k=4, seeds=(0,))
+    table = table1(one_seed)
+    cells = [str(v) for v in table.drop(columns="runs").to_numpy().ravel()]
+    assert cells and not any("±" in c for c in cells)  # one run: no "± 0.0"
+    mean = 100 * one_seed.loc[one_seed["latent_size"] == 1, "auroc"].iloc[0]
+    assert table.loc[1, "AUROC"].strip("*") == f"{mean:.1f}"
+    # two seeds for one size, one for the others: only the first gets a spread
+    mixed = pd.concat([one_seed, one_seed[one_seed["latent_size"] == 2].assign(seed=1)])
+    table = table1(mixed)
+    assert "±" in table.loc[2, "AUROC"] and "±" not in table.loc[1, "AUROC"]
+    one_seed.to_csv(tmp_path / "results.csv", index=False)
+    write_report(tmp_path)
+    for name in ("report.md", "report.html"):
+        assert "± 0.0" not in (tmp_path / name).read_text()
+
+
+def test_mixed_settings_are_flagged_in_report_and_cli(tmp_path, capsys, no_figures):
+    from analysis.sweep import mixed_settings
+    from entropy_ae.cli import main
+
+    same = results_table(k=4).assign(batch_size=64, lr=1e-3, image_size=16)
+    assert mixed_settings(same) == []
+    mixed = same.copy()
+    mixed.loc[mixed["seed"] == 1, "epochs"] = 1  # seed 1 of every size was trained for 1 epoch, seed 0 for 3
+    messages = mixed_settings(mixed)
+    assert len(messages) == 1 and "fake-k4" in messages[0] and "epochs: 1 (6 runs), 3 (6 runs)" in messages[0]
+    mixed.to_csv(tmp_path / "results.csv", index=False)
+    done = write_report(tmp_path)
+    assert done["warnings"] == messages
+    md = (tmp_path / "report.md").read_text()
+    assert "> **WARNING:**" in md and "epochs: 1 (6 runs), 3 (6 runs)" in md
+    assert md.index("WARNING") < md.index("| latent size |")  # above Table 1
+    assert "<b>WARNING:</b>" in (tmp_path / "report.html").read_text()
+    assert main(["report", str(tmp_path)]) == 0
+    captured = capsys.readouterr()
+    assert "entropy-ae: WARNING: dataset fake-k4" in captured.err and "mixed settings" in captured.out
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_analysis_outputs_honour_the_umask(tmp_path, umask, no_figures):
+    from analysis.sweep import _write_parquet, atomic_write_json
+
+    old = os.umask(umask)
+    try:
+        results_table(k=4).to_csv(tmp_path / "results.csv", index=False)
+        write_report(tmp_path)
+        atomic_write_json(tmp_path / "sub" / "entropy.json", {"h_z": 1.0})
+        _write_parquet(results_table(k=4), tmp_path / "results.parquet")
+    finally:
+        os.umask(old)
+    expected = 0o666 & ~umask
+    for name in ("report.md", "report.html", "recommendation.json", "sub/entropy.json", "results.parquet"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == expected, name
+    assert not list(tmp_path.glob(".*.tmp"))  # no temporary file left behind
+
+
+def test_json_output_is_strict():
+    from analysis.sweep import to_json
+
+    text = to_json({"stderr": float("nan"), "h": [float("inf"), np.float32(1.5)], "n": np.int64(3)})
+    assert json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in JSON")) == {
+        "stderr": None, "h": [None, 1.5], "n": 3}
+
+
+def _parse(argv):
+    from entropy_ae.cli import build_parser
+
+    return build_parser().parse_args(argv)
+
+
+def _help(command: str) -> str:
+    from entropy_ae.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+    return " ".join(sub.format_help().split())
+
+
+def test_help_texts_and_defaults_of_the_analysis_commands(capsys):
+    for command in ("entropy", "recommend"):
+        text = _help(command)
+        assert "--seed " not in text and "apart from --seed" not in text, command
+    assert "recorded in the run's config.json" not in _help("recommend")
+    assert "apart from --seeds" in _help("sweep")
+    # sweep and study train where train does: 'auto' (CUDA when present)
+    assert _parse(["sweep", "--out", "x"]).device == "auto" and _parse(["study"]).device == "auto"
+    assert _parse(["train", "--out", "x"]).device == "auto"
+    assert _parse(["sweep", "--out", "x"]).overwrite is False
+    # study: --copy-figures-to as for report; the old --figures-dir still works, with a notice
+    assert _parse(["study", "--copy-figures-to", "f"]).copy_figures_to == "f"
+    assert _parse(["study", "--figures-dir", "g"]).copy_figures_to == "g"
+    assert "--figures-dir is deprecated here; use --copy-figures-to" in capsys.readouterr().err
+    assert _parse(["report", "d", "--figures-dir", "h"]).figures_dir == "h"
+
+
+def test_gaussian_bound_of_too_few_codes_is_minus_inf_with_a_warning():
+    z = np.random.default_rng(0).standard_normal((18, 64))  # n <= latent_size: singular covariance
+    with pytest.warns(Warning, match="singular covariance"):
+        assert gaussian_entropy(z) == -np.inf

@@ -194,7 +194,7 @@ def test_cli_end_to_end(tmp_path, capsys):
     figures = tmp_path / "figures"
     assert main(["study", "--data", SPEC, "--image-size", "16", "--latent-sizes", "1,2,4", "--seeds", "0",
                  "--epochs", "2", "--out", str(out), "--executor", "sequential", "--quiet",
-                 "--figures-dir", str(figures)]) == 0
+                 "--copy-figures-to", str(figures)]) == 0
     printed = capsys.readouterr().out
     assert "recommended latent size" in printed
     for name in ("report.md", "report.html", "recommendation.json", "results.csv"):
@@ -228,3 +228,82 @@ def test_cli_errors(tmp_path, capsys):
     assert "sweep directory" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["sweep", "--out", str(tmp_path), "--latent-sizes", "1,x"])
+
+
+# ----------------------------------------------------------------------------- reported problems
+
+
+def test_completed_runs_with_other_settings_are_refused_before_training(tmp_path, data, monkeypatch):
+    from analysis.sweep import SettingsMismatch
+
+    run_sweep(data, [1, 2], [0], 1, tmp_path, executor="sequential", progress=False)
+    before = _snapshot(tmp_path)
+    reference = (tmp_path / data.name / "reference.json").read_bytes()
+    calls = _count_trainings(monkeypatch)
+    with pytest.raises(SettingsMismatch, match="(?s)2 completed run.*epochs: 1 in the run, 2 requested.*--overwrite"):
+        run_sweep(data, [1, 2], [0], 2, tmp_path, executor="sequential", progress=False)
+    with pytest.raises(SettingsMismatch, match="(?s)image_size: 16 in the run, 32 requested.*lr: 0.001 in the run, "
+                                               "0.01 requested"):
+        run_sweep(SPEC, [1, 2], [0], 1, tmp_path, image_size=32, lr=0.01, executor="sequential", progress=False)
+    # New seeds with other settings would land in the same table: refused too, and --overwrite
+    # (which retrains only runs of the grid) does not help.
+    for overwrite in (False, True):
+        with pytest.raises(SettingsMismatch, match="(?s)epochs: 1 in the run, 3 requested.*outside the requested grid"):
+            run_sweep(data, [1], [5], 3, tmp_path, executor="sequential", progress=False, overwrite=overwrite)
+    assert calls == [] and _snapshot(tmp_path) == before
+    assert (tmp_path / data.name / "reference.json").read_bytes() == reference  # refused before measuring it
+    # --overwrite retrains exactly the runs that differ, and the table holds one setting again.
+    table = run_sweep(data, [1, 2, 4], [0], 2, tmp_path, executor="sequential", progress=False, overwrite=True)
+    assert calls == [(1, 0), (2, 0), (4, 0)]
+    assert set(table["epochs"]) == {2} and len(table) == 3
+    for run in completed_runs(tmp_path):
+        assert json.loads((run / "config.json").read_text())["train"]["epochs"] == 2
+
+
+def test_retrained_run_is_measured_again_and_mixed_settings_warned(tmp_path, data, capsys):
+    from analysis.sweep import MixedSettingsWarning, weights_sha256
+    from entropy_ae.training import TrainConfig
+
+    run_sweep(data, [1, 2], [0], 1, tmp_path, executor="sequential", progress=False)
+    run = tmp_path / data.name / "latent_size=2" / "seed=0"
+    old = json.loads((run / "entropy.json").read_text())
+    assert old["measured_with"]["weights_sha256"] == weights_sha256(run)
+    # What `entropy-ae train --overwrite --out <run>` does: a new training in place, entropy.json kept.
+    checkpoint.run_training(data, TrainConfig(latent_size=2, epochs=3, seed=0, device="cpu"), run, progress=False,
+                            overwrite=True)
+    assert weights_sha256(run) != old["measured_with"]["weights_sha256"]
+    with pytest.warns(MixedSettingsWarning, match="epochs: 1 \\(1 runs\\), 3 \\(1 runs\\)"):
+        table = collect_results(tmp_path)
+    new = json.loads((run / "entropy.json").read_text())
+    assert new["measured_with"]["weights_sha256"] == weights_sha256(run)
+    assert new["h_z"] != old["h_z"]
+    row = table[table["latent_size"] == 2].iloc[0]
+    assert row["h_z"] == pytest.approx(new["h_z"]) and row["epochs"] == 3 and "measured_with" not in table.columns
+    assert set(table["batch_size"]) == {64} and set(table["image_size"]) == {16}
+    # measured once: a second collection reuses it
+    stamp = (run / "entropy.json").stat().st_mtime_ns
+    with pytest.warns(MixedSettingsWarning):
+        collect_results(tmp_path)
+    assert (run / "entropy.json").stat().st_mtime_ns == stamp
+
+    # entropy --json is strict JSON even without an error bar (12 validation codes < 20 for the jackknife)
+    assert main(["entropy", str(run), "--split", "val", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out, parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
+    assert result["n"] == 12 and result["stderr"] is None and "need >= 20" in result["stderr_note"]
+    assert main(["entropy", str(run), "--split", "val"]) == 0
+    text = capsys.readouterr().out
+    assert "nan" not in text and "no standard error: too few samples" in text and "need >= 20 codes, got 12" in text
+
+
+def test_bad_latent_or_image_size_is_refused_up_front(tmp_path, data, capsys):
+    with pytest.raises(ValueError, match="latent sizes must be from 1 to 1024, got 2000"):
+        run_sweep(data, [2, 2000], [0], 1, tmp_path / "a", executor="sequential", progress=False)
+    assert not (tmp_path / "a").exists()
+    base = ["sweep", "--data", SPEC, "--seeds", "0", "--epochs", "1", "--executor", "sequential", "--quiet"]
+    assert main([*base, "--image-size", "16", "--latent-sizes", "2000", "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "latent sizes must be from 1 to 1024, got 2000" in err
+    assert main([*base, "--image-size", "20", "--latent-sizes", "2", "--out", str(tmp_path / "c")]) == 2
+    assert "image_size must be a positive multiple of 16" in capsys.readouterr().err
+    assert main([*base, "--image-size", "16", "--latent-sizes", "0", "--out", str(tmp_path / "d")]) == 2
+    assert not any((tmp_path / name).exists() for name in "bcd")

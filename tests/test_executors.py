@@ -326,3 +326,21 @@ def test_a_sweep_run_that_fails_on_its_node_is_reported_and_completed_by_the_nex
     assert sorted(table["latent_size"]) == [1, 2]
     after = os.stat(done)
     assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)  # not retrained
+
+
+def test_slurm_without_slurm_is_an_error_not_a_quiet_local_run(tmp_path, monkeypatch, capsys):
+    from analysis.executors import ExecutorUnavailable, check_backend
+    from entropy_ae.cli import main
+
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no sbatch (nor srun) on PATH
+    with pytest.raises(ExecutorUnavailable, match="(?s)SLURM was not found.*no sbatch.*login node.*--executor local"):
+        map_runs(jobs.grid_job, grid(tmp_path / "runs"), executor="slurm", log_dir=tmp_path / "logs")
+    with pytest.raises(ExecutorUnavailable, match="SLURM was not found"):
+        check_backend("slurm")
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "logs").exists()  # nothing ran
+    check_backend("slurm", cluster="local")  # the tests' way of running an array without a cluster still works
+    # The sweep command says so before it measures or trains anything.
+    code = main(["sweep", "--data", TINY_DATA, "--image-size", "16", "--latent-sizes", "1", "--seeds", "0",
+                 "--epochs", "1", "--out", str(tmp_path / "sweep"), "--executor", "slurm"])
+    assert code == 2 and "SLURM was not found on this machine (no sbatch on PATH)" in capsys.readouterr().err
+    assert not (tmp_path / "sweep").exists()

@@ -52,8 +52,9 @@ def entropy(x, method: str = "knn", k: int = 3, base: float = math.e, nan_policy
         * ``"gaussian"`` -- 0.5 log det(2 pi e Sigma) of the sample covariance:
           the maximum-entropy upper bound, exact for Gaussians (bias O(d^2/n)).
           ``-inf`` with a warning when the sample covariance is singular: always
-          for n <= d, and when an eigenvalue is at most max(n, d) * eps times the
-          largest (numerically rank-deficient; see ``_validation.covariance_eigh``).
+          for n <= d, and when an eigenvalue of the sample correlation matrix is
+          at most max(n, d) * eps times the largest (numerically rank-deficient,
+          independent of the columns' units; see ``_validation.covariance_eigh``).
     k : int
         Neighbour order for ``"knn"``.
     base : float
@@ -208,10 +209,11 @@ def _discrete_entropy(x: np.ndarray) -> float:
 def gaussian_entropy(x: np.ndarray) -> float:
     """0.5 log det(2 pi e Sigma) of the sample covariance, nats (-inf if singular, see ``covariance_eigh``)."""
     d = x.shape[1]
-    eigval, _, keep = covariance_eigh(x)
+    scale, eigval, _, keep = covariance_eigh(x)
     if not keep.all():
         return -math.inf
-    return 0.5 * (d * math.log(2 * math.pi * math.e) + float(np.log(eigval).sum()))
+    # log det Sigma = 2 sum log(scale) + log det(correlation)
+    return 0.5 * (d * math.log(2 * math.pi * math.e) + 2 * float(np.log(scale).sum()) + float(np.log(eigval).sum()))
 
 
 def _gaussian(x: np.ndarray, k: int = 3, device: str | None = None) -> float:

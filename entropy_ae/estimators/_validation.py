@@ -178,24 +178,31 @@ def dequantise(x: np.ndarray, name: str, seed: int = 0) -> np.ndarray:
     return out
 
 
-def covariance_eigh(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Eigenvalues and eigenvectors of the sample covariance of ``x`` (n, d), and a mask of the non-null ones.
+def covariance_eigh(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Column scales and the eigen-decomposition of the correlation matrix of ``x`` (n, d), with a rank mask.
 
-    The one singularity rule of the package (Gaussian bound, whitening, MI degeneracy).
-    An eigenvalue counts as zero when it is at most ``max(n, d) * eps * lambda_max``:
-    the float64 covariance of n rows is a sum of n rounded products, accurate to about
-    n * eps relative to its largest eigenvalue, so anything smaller cannot be told from
-    0 (numpy's ``matrix_rank`` uses the same max(M, N) * eps rule). The rule is
-    relative, so it does not depend on the units of ``x``. With n <= d the covariance
-    has rank at most n - 1 < d whatever the rounding, so every such sample is singular.
+    Returns ``(scale, eigval, eigvec, keep)``: the sample covariance is
+    diag(scale) V diag(eigval) V^T diag(scale), and ``keep`` marks the eigenvalues
+    that are not numerically zero. The one singularity rule of the package
+    (Gaussian bound, whitening, MI degeneracy): an eigenvalue of the correlation
+    matrix counts as zero when it is at most ``max(n, d) * eps * lambda_max``.
+    The float64 covariance of n rows is a sum of n rounded products, accurate to
+    about n * eps relative to its largest eigenvalue, so anything smaller cannot be
+    told from 0 (numpy's ``matrix_rank`` uses the same max(M, N) * eps rule).
+    Working on the correlation matrix makes the rule independent of each column's
+    units (1e-7 and 1e7 side by side stay full rank), as linear dependence is.
+    With n <= d the covariance has rank at most n - 1 < d whatever the rounding,
+    so such a sample is always singular. A constant column (scale 0) is singular.
     """
     n, d = x.shape
-    cov = np.atleast_2d(np.cov(x, rowvar=False)) if n > 1 else np.zeros((d, d))
-    eigval, eigvec = np.linalg.eigh(cov)
+    scale = x.std(axis=0, ddof=1) if n > 1 else np.zeros(d)
+    safe = np.where(scale > 0, scale, 1.0)
+    corr = np.atleast_2d(np.cov(x / safe, rowvar=False)) if n > 1 else np.zeros((d, d))
+    eigval, eigvec = np.linalg.eigh(corr)
     keep = eigval > max(n, d) * np.finfo(float).eps * max(eigval.max(), np.finfo(float).tiny)
     if n <= d:
         keep[: d - n + 1] = False  # the d - n + 1 smallest (eigh sorts ascending) are exactly 0 in exact arithmetic
-    return eigval, eigvec, keep
+    return safe, eigval, eigvec, keep
 
 
 def whiten(x: np.ndarray, subspace: bool = False) -> tuple[np.ndarray, float]:
@@ -207,12 +214,13 @@ def whiten(x: np.ndarray, subspace: bool = False) -> tuple[np.ndarray, float]:
     (fewer columns; an invertible map of the sample, so it keeps MI).
     """
     xc = x - x.mean(axis=0)
-    eigval, eigvec, keep = covariance_eigh(xc)
+    scale, eigval, eigvec, keep = covariance_eigh(xc)
     if not keep.all():
         if not subspace:
             raise np.linalg.LinAlgError("singular covariance")
         eigval, eigvec = eigval[keep], eigvec[:, keep]
-    return (xc @ eigvec) / np.sqrt(eigval), -0.5 * float(np.log(eigval).sum())
+    z = (xc / scale) @ eigvec / np.sqrt(eigval)
+    return z, -float(np.log(scale).sum()) - 0.5 * float(np.log(eigval).sum())
 
 
 def label_codes(labels, name: str = "labels") -> np.ndarray:

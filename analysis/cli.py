@@ -97,12 +97,15 @@ def _add_sweep_options(parser: argparse.ArgumentParser, *, data: str, latent_siz
     else:
         parser.add_argument("--out", default=out, metavar="DIR", help=f"sweep directory (default: {out})")
     parser.add_argument("--executor", default=None, choices=("sequential", "local", "slurm", "ray"),
-                        help="how to run the grid: 'local' process pool (default when analysis.executors is "
-                             "installed), 'sequential' in this process, 'slurm' or 'ray'")
+                        help="how to run the grid: 'local' process pool, 'sequential' in this process, 'slurm' "
+                             "or 'ray'. Default: on a CPU (and without --workers or executor options) the models "
+                             "train batched in this process, one per core (fastest there, same results as "
+                             "'local'); on a GPU 'local'")
     parser.add_argument("--workers", type=positive_int, default=None, metavar="N",
                         help="runs at once (default: the executor's choice, one per core or GPU)")
     parser.add_argument("--batched", action="store_true",
-                        help="train all pending models of the grid together (entropy_ae.batched); same results")
+                        help="train all pending models of the grid together (entropy_ae.batched); same results "
+                             "(the default on a CPU when no executor is given)")
     parser.add_argument("--method", default="knn", choices=("knn", "kde", "binned", "gaussian"),
                         help="entropy estimator for H(Z) (default: knn)")
     parser.add_argument("--overwrite", action="store_true",

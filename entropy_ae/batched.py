@@ -56,7 +56,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -835,6 +835,7 @@ def run_trainings_batched(
     target_fpr: float = 0.05,
     extra: dict | None = None,
     overwrite: bool = False,
+    on_saved: Callable[[int, dict], None] | None = None,
 ) -> list[dict]:
     """Batched counterpart of :func:`entropy_ae.checkpoint.run_training`.
 
@@ -844,7 +845,8 @@ def run_trainings_batched(
     directories are interchangeable. Each group is saved as soon as it is
     trained, so an interruption loses at most the group in progress.
     ``train_seconds`` of a run is its group's training wall time divided by
-    the group's size (the models shared it).
+    the group's size (the models shared it). ``on_saved(index, metrics)``, if
+    given, is called as each run is saved (e.g. to report progress).
 
     Returns
     -------
@@ -874,4 +876,6 @@ def run_trainings_batched(
                 run_dirs[i], model, configs[i], data, scores, history, extra,
                 train_seconds=seconds / len(group), overwrite=overwrite,
             )
+            if on_saved is not None:
+                on_saved(i, metrics[i])
     return metrics

@@ -177,6 +177,21 @@ def test_batched_sweep_matches_one_by_one(tmp_path, data, monkeypatch):
     pd.testing.assert_frame_equal(seq[columns], bat[columns], rtol=1e-3)
 
 
+def test_cpu_default_trains_batched_with_progress_per_run(tmp_path, data, monkeypatch, capsys):
+    calls = _count_trainings(monkeypatch)
+    run_sweep(data, [1, 2], [0], 1, tmp_path / "default", device="cpu", progress=True)
+    assert calls == []  # no executor given, on a CPU: entropy_ae.batched in this process
+    err = capsys.readouterr().err
+    assert "training 2 models together (batched)" in err
+    assert "1/2 runs trained and saved" in err and "2/2 runs trained and saved" in err
+    # Anything that asks for an executor keeps it.
+    from analysis.sweep import _cpu_default_is_batched
+    assert _cpu_default_is_batched(None, None, {}, "cpu")
+    assert not _cpu_default_is_batched("local", None, {}, "cpu")
+    assert not _cpu_default_is_batched(None, 2, {}, "cpu")
+    assert not _cpu_default_is_batched(None, None, {"timeout_min": 5}, "cpu")
+
+
 def test_batched_groups_as_executor_jobs_match_one_by_one(tmp_path, data, monkeypatch):
     """--batched with an executor: each job is a group of models; same table as one-by-one runs."""
     seq = run_sweep(data, [1, 2], [0, 1], 1, tmp_path / "seq", executor="sequential", progress=False)

@@ -33,7 +33,7 @@ STUDY_IMAGE_SIZE = 32
 
 def print_json(payload) -> None:
     """Print strict JSON (``allow_nan=False``: a NaN becomes null, never the invalid ``NaN``)."""
-    from analysis.sweep import to_json
+    from entropy_ae.jsonio import to_json
 
     print(to_json(payload))
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import secrets
 import sys
@@ -34,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from entropy_ae.jsonio import to_json
 
 RESULT_KEYS = (
     "dataset",
@@ -136,26 +137,8 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
-def to_json(payload, indent: int | None = 2, sort_keys: bool = False) -> str:
-    """Strict JSON text: NaN and infinities become null (``allow_nan=False`` guarantees none slips out)."""
-    return json.dumps(_jsonable(payload), indent=indent, sort_keys=sort_keys, allow_nan=False)
-
-
 def atomic_write_json(path: Path, payload: dict) -> None:
     atomic_write_text(path, to_json(payload, sort_keys=True) + "\n")
-
-
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (np.floating, float)):
-        value = float(value)
-        return value if math.isfinite(value) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
 
 
 def run_dir_for(out, dataset: str, latent_size: int, seed: int) -> Path:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import csv
 import datetime as _dt
 import json
-import math
 import os
 import shutil
 import tempfile
@@ -40,6 +39,7 @@ from safetensors.torch import load_file, save_file
 
 from .data import AnomalyData, DataError, load_data
 from .evaluation import encode_images, evaluate_model
+from .jsonio import to_json
 from .model import Autoencoder, count_parameters
 from .reproducibility import environment_info, resolve_device
 from .training import TrainConfig, train_model
@@ -80,12 +80,7 @@ def _umask() -> int:
 
 def _write_json(path: Path, obj) -> None:
     with open(path, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, sort_keys=False)
-        f.write("\n")
-
-
-def _finite_or_none(x: float) -> float | None:
-    return float(x) if math.isfinite(x) else None
+        f.write(to_json(obj) + "\n")
 
 
 def build_config(model: Autoencoder, config: TrainConfig, data: AnomalyData, extra: dict | None = None) -> dict:
@@ -147,12 +142,12 @@ def save_run(
         seed=config.seed,
         epochs=config.epochs,
         train_seconds=train_seconds if train_seconds is not None else metrics.get("train_seconds"),
-        final_loss=_finite_or_none(float(loss_history[-1])) if len(loss_history) else None,
+        final_loss=float(loss_history[-1]) if len(loss_history) else None,
     )
     config_json = build_config(model, config, data, extra)
     # Serialise before touching the disk, so a non-JSON value fails without leaving debris.
-    json.dumps(config_json)
-    json.dumps(saved_metrics)
+    to_json(config_json)
+    to_json(saved_metrics)
 
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     # Hidden name: globs such as seed=* used by sweeps never see a half-written run.

@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
-import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
+from .jsonio import to_json
 
 DATA_HELP = (
     "data spec: 'synthetic' (the built-in synthetic data), 'synthetic[k=4,n_train=1000,n_test=400]', "
@@ -100,21 +99,9 @@ def _format_value(value) -> str:
     return str(value)
 
 
-def _finite_or_null(value):
-    """``value`` with every NaN/inf float (nested in dicts and lists too) replaced by None."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite_or_null(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite_or_null(v) for v in value]
-    return value
-
-
 def _print_metrics(metrics: dict, as_json: bool) -> None:
     if as_json:
-        # NaN/Infinity are not JSON: print null (as for any metric that is undefined).
-        print(json.dumps(_finite_or_null(metrics), indent=2, allow_nan=False))
+        print(to_json(metrics))  # strict: an undefined (NaN) metric is null
         return
     width = max(len(k) for k in HEADLINE)
     for key in HEADLINE:

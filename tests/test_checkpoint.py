@@ -244,3 +244,18 @@ def test_extra_is_recorded_and_files_are_not_private(tmp_path, tiny_data):
     os.umask(umask)
     assert (tmp_path / "run").stat().st_mode & 0o777 == 0o777 & ~umask
     assert (tmp_path / "run" / "weights.safetensors").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_json_files_are_strict():
+    # One writer for every JSON file and --json output: NaN/inf -> null, numpy scalars -> numbers.
+    import json
+
+    import numpy as np
+
+    from entropy_ae.jsonio import to_json
+
+    text = to_json({"a": float("nan"), "b": [np.float32(0.5), np.int64(3), (float("inf"), 1)], 2: "x"})
+    assert json.loads(text, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}")) == {
+        "a": None, "b": [0.5, 3, [None, 1]], "2": "x"}
+    with pytest.raises(TypeError):
+        to_json({"not JSON": object()})

@@ -9,6 +9,7 @@ import pytest
 import torch
 from scipy.stats import chi, kstest
 
+import entropy_ae.estimators._kernels as kernels
 import entropy_ae.estimators._neighbors as neighbors
 from entropy_ae.estimators._neighbors import count_within, ksg_counts
 from entropy_ae.estimators._validation import radial_gaussianise
@@ -44,12 +45,18 @@ def grid_blocks(rng, n=60):
 
 
 @pytest.mark.parametrize("metric", ["chebyshev", "euclidean"])
-@pytest.mark.parametrize("device", [None, "cpu"])  # None: trees (and 1-D binary search); "cpu": torch one pass
+# "trees": trees, grid and 1-D binary search; "compiled": the numba brute-force kernel (chosen
+# automatically at high joint dimension, here forced); "torch": the GPU code, on the CPU.
+@pytest.mark.parametrize("path", ["trees", "compiled", "torch"])
 @pytest.mark.parametrize("data", ["ties", "continuous"])
-@pytest.mark.parametrize("threads", [1, 2])  # Euclidean counts use scipy's threaded tree from 2 threads
-def test_ksg_counts_match_brute_force(metric, device, data, threads, monkeypatch):
+@pytest.mark.parametrize("threads", [1, 2])  # 2: threaded trees and kernels, max-norm tree counts in 2 processes
+def test_ksg_counts_match_brute_force(metric, path, data, threads, monkeypatch):
     monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
-    monkeypatch.setattr(neighbors, "PROCESS_MIN_QUERIES", 0)  # 2 threads: max-norm counts in 2 processes
+    monkeypatch.setattr(neighbors, "PROCESS_MIN_QUERIES", 0)
+    monkeypatch.setattr(kernels, "_ITEMS_PER_THREAD", 2)  # several work items even for these few rows
+    if path == "compiled":
+        monkeypatch.setattr(neighbors, "KSG_TREE_MAX_DIM", 0)
+    device = "cpu" if path == "torch" else None
     rng = np.random.default_rng(0)
     if data == "ties":
         blocks = grid_blocks(rng)
@@ -66,53 +73,26 @@ def test_ksg_counts_match_brute_force(metric, device, data, threads, monkeypatch
             np.testing.assert_array_equal(g, want)
 
 
-def small_tiles(monkeypatch, side=40):
-    """Make the half-matrix max-norm path run on small inputs, in tiles of ``side`` rows."""
-    monkeypatch.setattr(neighbors, "SYMMETRIC_MIN_SAMPLES", 0)
-    monkeypatch.setattr(neighbors, "SYMMETRIC_MIN_DIM", 0)
-    # The tile side is sqrt(elements / (blocks + subsets + 2)): ``side`` rows for MI, fewer for CMI.
-    monkeypatch.setattr(neighbors, "_CHUNK_ELEMENTS", {"cpu": 6 * side**2})
-    used = []
-    real = neighbors._ksg_counts_symmetric
-    monkeypatch.setattr(neighbors, "_ksg_counts_symmetric", lambda *a: used.append(real(*a)) or used[-1])
-    return used
-
-
-@pytest.mark.parametrize("data", ["ties", "continuous"])
-def test_half_matrix_counts_match_brute_force(data, monkeypatch):
-    used = small_tiles(monkeypatch)
-    rng = np.random.default_rng(2)
-    if data == "ties":
-        cells = rng.choice(6**3, size=150, replace=False)  # distinct rows on a 6x6x6 integer grid
-        grid = np.stack([cells // 36, (cells // 6) % 6, cells % 6], axis=1).astype(float)
-        blocks, subsets = [grid[:, :2], grid[:, 2:]], [(0,), (1,)]
-    else:
-        blocks = [rng.standard_normal((170, 3)), rng.standard_normal((170, 2)), rng.standard_normal((170, 2))]
-        subsets = [(0, 2), (1, 2), (2,)]
-    for k in (1, 3):
-        got = ksg_counts(blocks, subsets, k, "cpu")
-        assert used[-1] is not None, "the half-matrix path should have run (and not fallen back)"
-        for g, want in zip(got, brute_counts(blocks, subsets, k, "chebyshev")):
-            np.testing.assert_array_equal(g, want)
-
-
-# Caps for these 200 points: 10 is passed in the first tile (prune, then give up); at 9000 the diagonal tiles
-# predict a store over the cap (give up, no prune); at 12000 one prune brings it back under the cap.
-@pytest.mark.parametrize("cap, pruned, fell_back", [(10, True, True), (9000, False, True), (12000, True, False)])
-def test_half_matrix_store_cap(cap, pruned, fell_back, monkeypatch):
-    """Over the cap of kept pairs it prunes, then gives up to the one-pass path; the counts never change."""
-    used = small_tiles(monkeypatch)
-    monkeypatch.setattr(neighbors, "_MAX_CANDIDATES", cap)
-    prunes = []
-    real_prune = neighbors._CandidateStore.prune
-    monkeypatch.setattr(neighbors._CandidateStore, "prune", lambda self, b: prunes.append(1) or real_prune(self, b))
-    rng = np.random.default_rng(3)
-    blocks = [rng.standard_normal((200, 2)), rng.standard_normal((200, 2))]
-    got = ksg_counts(blocks, [(0,), (1,)], 3, "cpu")
-    assert (used[-1] is None) == fell_back
-    assert bool(prunes) == pruned
-    for g, want in zip(got, brute_counts(blocks, [(0,), (1,)], 3, "chebyshev")):
-        np.testing.assert_array_equal(g, want)
+@pytest.mark.parametrize("euclidean", [False, True])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_grid_counts_are_exact(euclidean, threads, monkeypatch):
+    """The grid counts whole cells only where they lie inside the ball: exact at any scale, with ties."""
+    monkeypatch.setattr(kernels, "_ITEMS_PER_THREAD", 2)
+    rng = np.random.default_rng(5)
+    for trial in range(16):
+        d = 1 + trial % 4
+        if trial % 2:  # integer points and radii: many distances exactly on a radius; radius 0 counts nothing
+            x = rng.integers(0, 5, (300, d)).astype(float)
+            radius = rng.integers(0, 3, 300).astype(float)
+        else:  # continuous points at scales from 1e-3 to 1e3 and far from the origin
+            scale = 10 ** rng.uniform(-3, 3)
+            x = rng.standard_normal((300, d)) * scale + rng.choice([0.0, 1e3 * scale])
+            radius = rng.uniform(0.05, 1.5, 300) * scale
+        diff = x[:, None, :] - x[None, :, :]
+        dist = np.sqrt((diff**2).sum(-1)) if euclidean else np.abs(diff).max(-1)
+        np.fill_diagonal(dist, np.inf)
+        want = (dist < radius[:, None]).sum(1)
+        np.testing.assert_array_equal(kernels.grid_counts(x, radius, euclidean, threads), want)
 
 
 def test_counts_in_processes_equal_serial_and_survive_a_lost_worker(monkeypatch):

@@ -1,21 +1,23 @@
 """Nearest-neighbour searches shared by the k-NN entropy and KSG estimators.
 
-Two back ends give the same numbers (up to floating-point rounding of the
+Three back ends give the same numbers (up to floating-point rounding of the
 distances):
 
 * trees (scipy ``cKDTree`` for k-NN, scikit-learn ``KDTree`` for counting;
-  scipy's threaded ``cKDTree`` for Euclidean counts on 2+ threads) for low
-  dimension on the CPU, where they are fastest;
+  scipy's threaded ``cKDTree`` for Euclidean counts on 2+ threads; 1-D binary
+  search) for low dimension on the CPU, and a uniform grid for counts in up to
+  4 dimensions (:func:`._kernels.grid_counts`);
+* compiled brute force for KSG counts at higher joint dimension on the CPU
+  (:func:`._kernels.ksg_counts_brute`): per row, one pass gives the joint
+  k-NN radius and every marginal count, nothing stored;
 * brute force in torch, chunked so memory stays bounded: pairwise distances by
   matrix multiplication (Euclidean; wins beyond about 12 dimensions) or by
-  ``torch.cdist(p=inf)`` (max-norm; wins beyond about 20). It runs on the GPU
-  when one is present. For KSG (max-norm or Euclidean balls) one pass over
-  per-variable distance chunks gives the joint k-NN radius and every marginal
-  count (:func:`ksg_counts`); with the max-norm on the CPU at high dimension
-  it computes only half of the symmetric distance matrix.
+  ``torch.cdist(p=inf)``. It runs on the GPU when one is present. For KSG one
+  pass over per-variable distance chunks gives the joint k-NN radius and every
+  marginal count (:func:`ksg_counts`).
 
 scikit-learn's tree counts hold the GIL; they are split over forked processes
-(:func:`_in_processes`).
+(:func:`_in_processes`). The compiled kernels release it and run in threads.
 
 ``device=None`` picks automatically; ``device="cpu"`` or ``"cuda"`` forces the
 torch path (the tests use ``"cpu"`` to exercise the GPU code on a CPU).
@@ -31,9 +33,15 @@ import torch
 from scipy.spatial import cKDTree
 from sklearn.neighbors import KDTree
 
+from ._kernels import GRID_MAX_DIM, grid_counts, ksg_counts_brute
+
 #: Above this dimension max-norm trees visit almost every leaf and brute force is faster
-#: (measured break-even near d = 24 at n = 2e4 on 2 CPU cores).
+#: (measured break-even near d = 24 at n = 2e4 on 2 CPU cores, torch).
 TREE_MAX_DIM = 20
+#: KSG counts by the compiled brute-force kernel above this joint dimension (2 threads, classic KSG counts,
+#: trees / kernel: D = 8: n = 5e3 0.10 / 0.07 s, 1e4 0.26 / 0.26 s, 2e4 0.61 / 0.95 s; D = 16: 1e4
+#: 2.5 / 0.31 s, 2e4 5.5 / 1.3 s).
+KSG_TREE_MAX_DIM = 8
 #: On the automatic path the GPU only pays off for large inputs.
 GPU_MIN_SAMPLES = 20_000
 #: Euclidean k-NN by matrix products beats the tree from a lower dimension
@@ -45,15 +53,6 @@ EUCLIDEAN_TREE_MAX_DIM = 12
 _CHUNK_ELEMENTS = {"cpu": 2**24, "cuda": 2**27}
 
 _P = {"euclidean": 2.0, "chebyshev": np.inf}
-#: The half-matrix max-norm path (:func:`_ksg_counts_symmetric`) from this many samples on; below it
-#: the whole matrix is a few tiles and the plain one-pass path is as fast.
-SYMMETRIC_MIN_SAMPLES = 4_096
-#: ... and from this joint dimension on, where cdist outweighs its bookkeeping (n = 1e4, 2 cores, whole
-#: MI calls: joint dimension 32 equal, 64 15-20 % faster, 128 1.9x faster).
-SYMMETRIC_MIN_DIM = 48
-#: Candidate pairs the half-matrix path keeps at most before it falls back to the one-pass path
-#: (for MI 24 bytes each, a row index and two distances: 192 MiB, twice that briefly while pruning).
-_MAX_CANDIDATES = 2**23
 #: Below this many queries a forked worker costs more than it saves (a fork of a process that has
 #: imported torch takes ~10-50 ms).
 PROCESS_MIN_QUERIES = 20_000
@@ -225,6 +224,8 @@ def count_within(x: np.ndarray, radius: np.ndarray, metric: str = "chebyshev", d
         lo = np.searchsorted(s, x[:, 0] - radius, side="right")
         hi = np.searchsorted(s, x[:, 0] + radius, side="left")
         return (hi - lo - 1).astype(np.int64)
+    if dev is None and d <= GRID_MAX_DIM:
+        return grid_counts(x, radius, metric == "euclidean", _workers())
     if dev is None and metric == "euclidean" and _workers() > 1:
         # Euclidean balls hold about 2.4x the points of the max-norm boxes of KSG; there scipy's
         # query, parallel over threads, beats scikit-learn's single-threaded one (n = 1e5, 4-D,
@@ -269,29 +270,29 @@ def ksg_counts(blocks: list[np.ndarray], subsets: list[tuple[int, ...]], k: int,
     the k joint neighbours (their marginal distances are at most their joint
     distance) and is at least k.
 
-    On the brute-force path one pass serves all: the joint max-norm distance is
-    the maximum of the per-block distances (the joint squared Euclidean distance
-    their sum), so each block's distance chunk is computed once and reused for
-    the joint k-NN and for every count. On the CPU with the max-norm, n >=
-    ``SYMMETRIC_MIN_SAMPLES`` and a joint dimension >= ``SYMMETRIC_MIN_DIM``
-    only half of the matrix is computed (:func:`_ksg_counts_symmetric`), with
-    the one-pass path as fallback.
+    Up to a joint dimension of ``KSG_TREE_MAX_DIM`` on the CPU: a tree for the
+    joint k-NN, then :func:`count_within` per subset. Above it (or with
+    ``device=``) brute force, where one pass serves all: the joint max-norm
+    distance is the maximum of the per-block distances (the joint squared
+    Euclidean distance their sum), so each block's distances are computed once
+    and reused for the joint k-NN and for every count; compiled on the CPU when
+    ``device`` is None, torch otherwise (GPU, or ``device="cpu"``).
     """
     if metric not in _P:
         raise ValueError(f"metric must be one of {tuple(_P)}; got {metric!r}.")
     joint = np.hstack(blocks)
     n, d = joint.shape
-    dev = _torch_device(n, d, device)
+    dev = _torch_device(n, d, device, KSG_TREE_MAX_DIM)
     # count_within counts strictly inside radius * (1 - 1e-9); a slightly larger radius turns that into
     # "inside or on the sphere" whatever the rounding of the distances.
     inflate = 1.0 if metric == "chebyshev" else 1.0 + 2e-9
     if dev is None:
         eps = knn_distances(joint, k, metric)[:, -1] * inflate
         return [count_within(np.hstack([blocks[p] for p in parts]), eps, metric) for parts in subsets]
-    if metric == "chebyshev" and dev.type == "cpu" and n >= SYMMETRIC_MIN_SAMPLES and d >= SYMMETRIC_MIN_DIM:
-        counts = _ksg_counts_symmetric(blocks, subsets, k)
-        if counts is not None:
-            return counts
+    if device is None and dev.type == "cpu":
+        # The comparisons of _ksg_counts_brute (and its shrink of the radius), compiled.
+        shrink = (inflate * (1.0 - 1e-9)) ** (2 if metric == "euclidean" else 1)
+        return ksg_counts_brute(blocks, subsets, k, metric == "euclidean", shrink, _workers())
     return _ksg_counts_brute(blocks, subsets, k, dev, metric, inflate)
 
 
@@ -327,114 +328,3 @@ def _ksg_counts_brute(blocks, subsets, k, dev, metric, inflate) -> list[np.ndarr
 def _combined(blocks: list[torch.Tensor], euclidean: bool) -> torch.Tensor:
     stacked = torch.stack(blocks)
     return stacked.sum(0) if euclidean else stacked.amax(0)
-
-
-def _ksg_counts_symmetric(blocks, subsets, k) -> list[np.ndarray] | None:
-    """Max-norm KSG counts from the upper half of the distance matrix (CPU), or None past the memory cap.
-
-    ``torch.cdist(p=inf)`` is almost all of the one-pass path's time at high
-    dimension, and the distance matrix is symmetric: each tile (I, J), I < J,
-    serves rows I and, transposed, rows J, so every distance is computed once
-    instead of twice. The price is that row i is complete (its radius eps_i
-    known) only at the end, so the pairs that may count are kept: a pair is
-    counted in a subset only if its distance there is below eps_i <= U_i, the
-    k-th smallest joint distance seen so far for row i. Diagonal tiles come
-    first, so every U_i is finite before any pair is kept; kept pairs are
-    pruned again whenever U has shrunk and the store is full. The counts are
-    those of :func:`_ksg_counts_brute`: the same distances, the same
-    comparisons.
-
-    Measured on 2 cores, n = 1e4, Gaussian I = 1, classic KSG: 64 vs 64 3.3 s
-    against 6.3 s one-pass, 32 vs 32 3.2 s against 3.8 s, 16 vs 16 no faster.
-    The store ends near the sum of the marginal counts (4e-2 n^2 pairs at
-    16 vs 16), so large n falls back to the one-pass path, decided after the
-    diagonal tiles (1/T of the work).
-    """
-    n = len(blocks[0])
-    xs = [torch.as_tensor(b, dtype=torch.float64) for b in blocks]
-    # Tiles of about _CHUNK_ELEMENTS / 8 elements: one distance tile per block, subset and joint fit the
-    # chunk budget of the one-pass path.
-    side = int(np.sqrt(_CHUNK_ELEMENTS["cpu"] / (len(blocks) + len(subsets) + 2)))
-    edges = np.linspace(0, n, -(-n // side) + 1).astype(int)
-    groups = list(zip(edges[:-1], edges[1:]))
-    best = torch.full((n, k), float("inf"), dtype=torch.float64)  # k smallest joint distances seen per row
-    store = _CandidateStore(n, len(subsets))
-    tiles = [(g, g) for g in groups] + [(g, h) for i, g in enumerate(groups) for h in groups[i + 1:]]
-    for tile, ((a, b), (c, e)) in enumerate(tiles):
-        joint, parts = _tile_distances(xs, subsets, a, b, c, e)
-        _merge_best(best, a, b, joint)
-        nearest = parts[0]
-        for part in parts[1:]:
-            nearest = torch.minimum(nearest, part)  # not stack().amin(): that copies every tile once more
-        store.keep(a, parts, nearest <= best[a:b, -1, None])
-        if a != c:
-            _merge_best(best, c, e, joint, by_column=True)
-            store.keep(c, parts, nearest <= best[None, c:e, -1], by_column=True)
-        if tile == len(groups) - 1 and store.size * len(groups) / 2 > _MAX_CANDIDATES:
-            # Each row has kept ~1/T of its candidates by now; the store would end T/2 to T/4 times this
-            # size (measured at T = 6 and 18), too large: stop before most of the work is done.
-            return None
-        if store.size > _MAX_CANDIDATES and store.prune(best[:, -1]) > _MAX_CANDIDATES:
-            return None
-    return store.counts(best[:, -1] * (1.0 - 1e-9))  # the shrink of count_within: the radius itself is out
-
-
-def _tile_distances(xs, subsets, a, b, c, e):
-    """Joint and per-subset max-norm distances between rows a:b and c:e (self pairs set to inf)."""
-    dist = [torch.cdist(x[a:b], x[c:e], p=float("inf")) for x in xs]
-    if a == c:
-        rows = torch.arange(b - a)
-        for block in dist:
-            block[rows, rows] = float("inf")  # a point is not its own neighbour
-    joint = dist[0] if len(dist) == 1 else torch.maximum(dist[0], dist[1])
-    for block in dist[2:]:
-        torch.maximum(joint, block, out=joint)
-    parts = [dist[p[0]] if len(p) == 1 else _combined([dist[q] for q in p], False) for p in subsets]
-    return joint, parts
-
-
-def _merge_best(best, a, b, joint, by_column=False) -> None:
-    """Fold a tile's k smallest joint distances per row (per column if ``by_column``) into rows a:b of ``best``."""
-    k = best.shape[1]
-    if by_column:
-        joint = joint.T.contiguous()  # topk along the contiguous axis: 2x faster than along dim 0
-    tile_best = torch.topk(joint, min(k, joint.shape[1]), dim=1, largest=False).values
-    best[a:b] = torch.topk(torch.cat([best[a:b], tile_best], dim=1), k, dim=1, largest=False).values
-
-
-class _CandidateStore:
-    """Pairs (row, subset distances) that may still be counted, kept in chunks of tensors."""
-
-    def __init__(self, n: int, n_subsets: int):
-        self.n, self.n_subsets = n, n_subsets
-        self.rows: list[torch.Tensor] = []
-        self.dist: list[torch.Tensor] = []  # (pairs, n_subsets)
-        self.size = 0
-
-    def keep(self, start, parts, inside, by_column=False) -> None:
-        """Keep the pairs of a tile where ``inside``, with their distance in every subset (``parts``).
-
-        ``by_column``: the pairs belong to the tile's columns (the lower half of the matrix, read from
-        the upper one), and ``start`` is the first column's row.
-        """
-        flat = torch.nonzero(inside.reshape(-1))[:, 0]  # one index for all parts (masked_select: 5x slower)
-        width = inside.shape[1]
-        rows = flat % width if by_column else flat // width
-        self.rows.append(rows + start)
-        self.dist.append(torch.stack([torch.take(p, flat) for p in parts], dim=1))
-        self.size += len(flat)
-
-    def prune(self, bound) -> int:
-        """Drop pairs no longer within their row's (shrunk) bound; the number left."""
-        rows, dist = torch.cat(self.rows), torch.cat(self.dist)
-        alive = dist.amin(1) <= bound[rows]
-        self.rows, self.dist = [rows[alive]], [dist[alive]]
-        self.size = int(alive.sum())
-        return self.size
-
-    def counts(self, radius) -> list[np.ndarray]:
-        """Per subset, the number of kept pairs of each row strictly within ``radius``."""
-        rows, dist = torch.cat(self.rows), torch.cat(self.dist)
-        inside = dist < radius[rows, None]
-        return [torch.bincount(rows[inside[:, s]], minlength=self.n).numpy().astype(np.int64)
-                for s in range(self.n_subsets)]

@@ -3,6 +3,7 @@
 import math
 import multiprocessing
 import os
+import time
 
 import numpy as np
 import pytest
@@ -140,3 +141,29 @@ def test_radial_gaussianise_keeps_directions_and_order_of_radii():
     assert kstest(r_z, chi(4).cdf).pvalue > 0.5
     assert kstest(r_x, chi(4).cdf).pvalue < 1e-6
     assert math.isclose(np.cov(z, rowvar=False).trace(), 4.0, rel_tol=0.1)        # E|z|^2 = d
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_threaded_kernels_stop_at_the_first_error(workers):
+    """An error (or Ctrl-C) in one item stops the work: items not yet started are dropped, not run."""
+    started = []
+
+    def kernel(start, stop):
+        started.append(start)
+        time.sleep(0.01)
+        if start == 0:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        kernels._in_threads(kernel, 64 * kernels._MAX_ROWS_PER_ITEM, workers)
+    # Without the cancel all 64 items would run; a busy machine may let the other thread start a few more.
+    assert 1 <= len(started) < 32, f"{len(started)} of 64 items ran despite the interrupt"
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_threaded_kernels_cover_every_row_once_in_short_items(workers):
+    spans = []
+    kernels._in_threads(lambda start, stop: spans.append((start, stop)), 10_000, workers)
+    rows = np.concatenate([np.arange(a, b) for a, b in sorted(spans)])
+    np.testing.assert_array_equal(rows, np.arange(10_000))
+    assert max(b - a for a, b in spans) <= kernels._MAX_ROWS_PER_ITEM  # Ctrl-C is checked between items

@@ -1,8 +1,6 @@
 """Neighbour counts of the KSG estimators against a brute-force numpy count, and the radial map."""
 
 import math
-import multiprocessing
-import os
 import time
 
 import numpy as np
@@ -50,10 +48,9 @@ def grid_blocks(rng, n=60):
 # automatically at high joint dimension, here forced); "torch": the GPU code, on the CPU.
 @pytest.mark.parametrize("path", ["trees", "compiled", "torch"])
 @pytest.mark.parametrize("data", ["ties", "continuous"])
-@pytest.mark.parametrize("threads", [1, 2])  # 2: threaded trees and kernels, max-norm tree counts in 2 processes
+@pytest.mark.parametrize("threads", [1, 2])  # 2: threaded trees and kernels
 def test_ksg_counts_match_brute_force(metric, path, data, threads, monkeypatch):
     monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
-    monkeypatch.setattr(neighbors, "PROCESS_MIN_QUERIES", 0)
     monkeypatch.setattr(kernels, "_ITEMS_PER_THREAD", 2)  # several work items even for these few rows
     if path == "compiled":
         monkeypatch.setattr(neighbors, "KSG_TREE_MAX_DIM", 0)
@@ -96,31 +93,20 @@ def test_grid_counts_are_exact(euclidean, threads, monkeypatch):
         np.testing.assert_array_equal(kernels.grid_counts(x, radius, euclidean, threads), want)
 
 
-def test_counts_in_processes_equal_serial_and_survive_a_lost_worker(monkeypatch):
-    monkeypatch.setattr(neighbors, "PROCESS_MIN_QUERIES", 0)
-    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+@pytest.mark.parametrize("metric", ["chebyshev", "euclidean"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_count_within_matches_numpy_in_every_dimension(metric, threads, monkeypatch):
+    """1-D binary search, the grid (to 4-D Euclidean, 7-D max-norm) and scipy's tree beyond: same counts."""
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
     rng = np.random.default_rng(4)
-    x = rng.standard_normal((500, 3))
-    radius = rng.uniform(0.2, 1.0, 500)
-    dist = np.abs(x[:, None, :] - x[None, :, :]).max(-1)
-    np.fill_diagonal(dist, np.inf)
-    want = (dist < radius[:, None] * (1 - 1e-9)).sum(1)
-    np.testing.assert_array_equal(count_within(x, radius, "chebyshev"), want)
-    # A worker that dies without answering has its part redone by the caller.
-    parent = os.getpid()
-
-    def query(start, stop):
-        if os.getpid() != parent:
-            os._exit(1)
-        return np.arange(start, stop)
-
-    np.testing.assert_array_equal(neighbors._in_processes(query, 10, 3), np.arange(10))
-    # So does one that cannot be started at all.
-    def no_process(self):
-        raise OSError("no more processes")
-
-    monkeypatch.setattr(multiprocessing.get_context("fork").Process, "start", no_process)
-    np.testing.assert_array_equal(neighbors._in_processes(query, 10, 3), np.arange(10))
+    for d in (1, 2, 4, 5, 7, 8):
+        x = rng.standard_normal((400, d))
+        radius = rng.uniform(0.3, 1.5, 400) * math.sqrt(d if metric == "euclidean" else 1)
+        diff = x[:, None, :] - x[None, :, :]
+        dist = np.sqrt((diff**2).sum(-1)) if metric == "euclidean" else np.abs(diff).max(-1)
+        np.fill_diagonal(dist, np.inf)
+        want = (dist < radius[:, None] * (1 - 1e-9)).sum(1)
+        np.testing.assert_array_equal(count_within(x, radius, metric), want, err_msg=f"d = {d}")
 
 
 def test_ksg_counts_rejects_unknown_metric():

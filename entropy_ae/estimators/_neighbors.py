@@ -3,10 +3,9 @@
 Three back ends give the same numbers (up to floating-point rounding of the
 distances):
 
-* trees (scipy ``cKDTree`` for k-NN, scikit-learn ``KDTree`` for counting;
-  scipy's threaded ``cKDTree`` for Euclidean counts on 2+ threads; 1-D binary
-  search) for low dimension on the CPU, and a uniform grid for counts in up to
-  4 dimensions (:func:`._kernels.grid_counts`);
+* trees (scipy ``cKDTree``, its queries in threads) for k-NN and counts at low
+  dimension on the CPU, a uniform grid for counts in up to 4 (Euclidean) or 7
+  (max-norm) dimensions (:func:`._kernels.grid_counts`) and binary search in 1-D;
 * compiled brute force for KSG counts at higher joint dimension on the CPU
   (:func:`._kernels.ksg_counts_brute`): per row, one pass gives the joint
   k-NN radius and every marginal count, nothing stored;
@@ -16,8 +15,8 @@ distances):
   pass over per-variable distance chunks gives the joint k-NN radius and every
   marginal count (:func:`ksg_counts`).
 
-scikit-learn's tree counts hold the GIL; they are split over forked processes
-(:func:`_in_processes`). The compiled kernels release it and run in threads.
+The compiled kernels release the GIL and run in threads, like scipy's queries;
+nothing forks.
 
 ``device=None`` picks automatically; ``device="cpu"`` or ``"cuda"`` forces the
 torch path (the tests use ``"cpu"`` to exercise the GPU code on a CPU).
@@ -25,15 +24,11 @@ torch path (the tests use ``"cpu"`` to exercise the GPU code on a CPU).
 
 from __future__ import annotations
 
-import multiprocessing
-import warnings
-
 import numpy as np
 import torch
 from scipy.spatial import cKDTree
-from sklearn.neighbors import KDTree
 
-from ._kernels import GRID_MAX_DIM, grid_counts, ksg_counts_brute
+from ._kernels import GRID_MAX_DIM, GRID_MAX_DIM_MAX_NORM, grid_counts, ksg_counts_brute
 
 #: Above this dimension max-norm trees visit almost every leaf and brute force is faster
 #: (measured break-even near d = 24 at n = 2e4 on 2 CPU cores, torch).
@@ -53,9 +48,6 @@ EUCLIDEAN_TREE_MAX_DIM = 12
 _CHUNK_ELEMENTS = {"cpu": 2**24, "cuda": 2**27}
 
 _P = {"euclidean": 2.0, "chebyshev": np.inf}
-#: Below this many queries a forked worker costs more than it saves (a fork of a process that has
-#: imported torch takes ~10-50 ms).
-PROCESS_MIN_QUERIES = 20_000
 
 
 def _torch_device(n: int, d: int, device: str | None, tree_max_dim: int = TREE_MAX_DIM) -> torch.device | None:
@@ -72,54 +64,6 @@ def _torch_device(n: int, d: int, device: str | None, tree_max_dim: int = TREE_M
 def _workers() -> int:
     # Follow torch's thread setting, the one knob users already set for the rest of the toolkit.
     return max(1, torch.get_num_threads())
-
-
-def _in_processes(query, n: int, workers: int) -> np.ndarray:
-    """``query(start, stop)`` for rows 0..n split over ``workers`` processes, concatenated.
-
-    scikit-learn's tree queries hold the GIL, so threads cannot share them; forked
-    processes inherit the tree already built (no pickling, no rebuild) and send
-    back only their results. The calling process does the first part itself.
-    It runs serially with one worker, without the fork start method (Windows)
-    and inside a daemonic process (e.g. a ``multiprocessing.Pool`` worker, which
-    may not have children). A worker that cannot start or dies has its part
-    done here, so the result never depends on how it was computed.
-    """
-    if (workers < 2 or n < PROCESS_MIN_QUERIES or multiprocessing.current_process().daemon
-            or "fork" not in multiprocessing.get_all_start_methods()):
-        return query(0, n)
-    edges = np.linspace(0, n, workers + 1).astype(int)
-    ctx = multiprocessing.get_context("fork")
-    children = []
-    for start, stop in zip(edges[1:-1], edges[2:]):
-        receive, send = ctx.Pipe(duplex=False)
-        child = ctx.Process(target=_send_result, args=(query, start, stop, send), daemon=True)
-        try:
-            with warnings.catch_warnings():
-                # Python >= 3.12 warns on fork in a threaded process (torch's pool); the child only runs
-                # the single-threaded tree query and exits, touching none of the locks the warning is about.
-                warnings.simplefilter("ignore", DeprecationWarning)
-                child.start()
-        except OSError:  # no process to be had (e.g. a limit on their number): do this part here
-            child = None
-        send.close()
-        children.append((child, receive, start, stop))
-    parts = [query(edges[0], edges[1])]
-    for child, receive, start, stop in children:
-        try:
-            part = receive.recv()
-        except EOFError:  # the worker did not start or died (e.g. out of memory): do its part here
-            part = query(start, stop)
-        receive.close()
-        if child is not None:
-            child.join()
-        parts.append(part)
-    return np.concatenate(parts)
-
-
-def _send_result(query, start, stop, send) -> None:
-    send.send(query(start, stop))
-    send.close()
 
 
 def _pairwise_chunks(x: np.ndarray, metric: str, device: torch.device):
@@ -224,29 +168,17 @@ def count_within(x: np.ndarray, radius: np.ndarray, metric: str = "chebyshev", d
         lo = np.searchsorted(s, x[:, 0] - radius, side="right")
         hi = np.searchsorted(s, x[:, 0] + radius, side="left")
         return (hi - lo - 1).astype(np.int64)
-    if dev is None and d <= GRID_MAX_DIM:
+    if dev is None and d <= (GRID_MAX_DIM if metric == "euclidean" else GRID_MAX_DIM_MAX_NORM):
         return grid_counts(x, radius, metric == "euclidean", _workers())
-    if dev is None and metric == "euclidean" and _workers() > 1:
-        # Euclidean balls hold about 2.4x the points of the max-norm boxes of KSG; there scipy's
-        # query, parallel over threads, beats scikit-learn's single-threaded one (n = 1e5, 4-D,
-        # 2 threads: 9.1 s against 13.3 s, same counts). Tree order as below. Leaves of 64 points, not
-        # 16: this query visits every point in the ball anyway, and fewer, larger leaves mean less
-        # traversal (n = 1e5, 4-D, ~880 points per ball: 25 % faster; 128 is no better).
+    if dev is None:
+        # scipy's tree, its queries parallel over threads, in tree order as in knn_distances. Leaves of 64
+        # points, not 16: this query visits every point in the ball anyway, and fewer, larger leaves mean
+        # less traversal (n = 1e5, 4-D Euclidean, ~880 points per ball: 25 % faster; 128 is no better).
         tree = cKDTree(x, leafsize=64)
         order = tree.indices
         out = np.empty(n, dtype=np.int64)
-        out[order] = tree.query_ball_point(x[order], radius[order], return_length=True, workers=_workers())
-        return out - 1
-    if dev is None:
-        # scikit-learn's count_only query counts whole nodes inside the ball without
-        # visiting their points: 3-4x faster than scipy's query_ball_point here (max-norm).
-        # It holds the GIL, so its queries are split over processes (n = 1e5, 4-D, 2 cores:
-        # 1.8 s against 3.6 s serial).
-        tree = KDTree(x, metric=metric)
-        order = tree.get_arrays()[1]  # tree order, as in knn_distances: 30 % faster at n = 1e5
-        out = np.empty(n, dtype=np.int64)
-        query = lambda a, b: tree.query_radius(x[order[a:b]], radius[order[a:b]], count_only=True)  # noqa: E731
-        out[order] = _in_processes(query, n, _workers())
+        out[order] = tree.query_ball_point(x[order], radius[order], p=_P[metric], return_length=True,
+                                           workers=_workers())
         return out - 1
     r_all = torch.as_tensor(radius ** 2 if metric == "euclidean" else radius, dtype=torch.float64, device=dev)
     out = np.empty(n, dtype=np.int64)

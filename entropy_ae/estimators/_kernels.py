@@ -49,8 +49,9 @@ _ITEMS_PER_THREAD = 8
 #: another thread) waits for the items already running; here a fraction of a second for the grid and about
 #: 1 s for 16 vs 16 brute force at n = 1e5.
 _MAX_ROWS_PER_ITEM = 1024
-# Vectorisable min/max: no NaN or inf reaches the distance loops (inputs are validated as finite; the
-# self-distance is set to inf after them), and the sign of a zero difference does not matter.
+# Vectorisable min/max in the distance loops (:func:`_add_distances` only): no NaN or inf reaches them
+# (inputs are validated as finite; the self-distance is set to inf after them, in code compiled without
+# these flags), and the sign of a zero difference does not matter.
 _FASTMATH = {"nnan", "ninf", "nsz"}
 
 
@@ -244,7 +245,7 @@ def _add_distances(dist, rows, first, stop, i, euclidean):
         a += m
 
 
-@njit(nogil=True, cache=True, fastmath=_FASTMATH)
+@njit(nogil=True, cache=True)
 def _ksg_kernel(rows, edges, members, k, euclidean, shrink, out, start, stop):
     n_blocks = len(edges) - 1
     n = rows.shape[1]
@@ -275,7 +276,7 @@ def _ksg_kernel(rows, edges, members, k, euclidean, shrink, out, start, stop):
             out[s, i] = c
 
 
-@njit(nogil=True, cache=True, fastmath=_FASTMATH)
+@njit(nogil=True, cache=True)
 def _combine(out, dist, use, euclidean):
     """out <- the distance over the blocks in ``use`` (sum of squares, or maximum)."""
     first = True
@@ -288,4 +289,7 @@ def _combine(out, dist, use, euclidean):
         elif euclidean:
             out += dist[b]
         else:
-            np.maximum(out, dist[b], out)
+            d = dist[b]
+            for j in range(len(out)):
+                if d[j] > out[j]:  # a compare and select: vectorised without fast-math flags
+                    out[j] = d[j]

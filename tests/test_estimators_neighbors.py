@@ -153,3 +153,18 @@ def test_threaded_kernels_cover_every_row_once_in_short_items(workers):
     rows = np.concatenate([np.arange(a, b) for a, b in sorted(spans)])
     np.testing.assert_array_equal(rows, np.arange(10_000))
     assert max(b - a for a, b in spans) <= kernels._MAX_ROWS_PER_ITEM  # Ctrl-C is checked between items
+
+
+@pytest.mark.parametrize("n, joint_dim, want", [(2_000, 8, "trees"), (2_000, 10, "compiled"),
+                                                 (60_000, 10, "trees"), (60_000, 14, "compiled")])
+def test_ksg_counts_choose_trees_or_compiled_by_dimension_and_size(n, joint_dim, want, monkeypatch):
+    """The compiled brute force grows as n^2: above 8 joint dimensions it is chosen only below KSG_LARGE_N."""
+    used = []
+    monkeypatch.setattr(neighbors, "ksg_counts_brute", lambda *a: used.append("compiled") or [np.zeros(n)] * 2)
+    monkeypatch.setattr(neighbors, "knn_distances", lambda *a: used.append("trees") or np.ones((n, 3)))
+    monkeypatch.setattr(neighbors, "count_within", lambda *a: np.zeros(n))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    half = joint_dim // 2
+    blocks = [np.zeros((n, half)), np.zeros((n, joint_dim - half))]
+    ksg_counts(blocks, [(0,), (1,)], 3)
+    assert used == [want]

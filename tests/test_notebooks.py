@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
 
 # Installed by the notebooks extra, which the test command installs: a missing one must fail, not skip.
 import nbclient

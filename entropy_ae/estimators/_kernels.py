@@ -34,8 +34,8 @@ from numba import njit
 GRID_MAX_DIM = 4
 #: With the max-norm the grid stays ahead further (n = 1e5, 2 threads, counts of the KSG marginals of
 #: d vs d' Gaussians, grid against scikit-learn's count_only over two processes: 5 vs 1 0.37 / 1.39 s,
-#: 5 vs 3 0.94 / 2.60 s, 6 vs 2 0.98 / 2.42 s, 7 vs 1 1.24 / 3.61 s; n = 1e4 equal, 0.08-0.16 s). KSG takes
-#: the tree path only up to a joint dimension of 8, so its max-norm counts are at most 7-D.
+#: 5 vs 3 0.94 / 2.60 s, 6 vs 2 0.98 / 2.42 s, 7 vs 1 1.24 / 3.61 s; n = 1e4 equal, 0.08-0.16 s). Below
+#: n = 5e4 KSG takes the tree path only up to a joint dimension of 8, so its max-norm counts are 7-D at most.
 GRID_MAX_DIM_MAX_NORM = 7
 #: Cell side as a fraction of the median radius (the same 4-D counts, max-norm / Euclidean: 0.3 -> 1.3 /
 #: 1.5 s, 0.4 -> 1.1 / 1.1 s, 0.5 -> 1.0 / 1.0 s, 0.6 -> 0.9 / 1.0 s, 0.8 -> 0.9 / 1.1 s; 2.0 -> 5.5 / 7.2 s) ...

@@ -34,9 +34,15 @@ from ._kernels import GRID_MAX_DIM, GRID_MAX_DIM_MAX_NORM, grid_counts, ksg_coun
 #: (measured break-even near d = 24 at n = 2e4 on 2 CPU cores, torch).
 TREE_MAX_DIM = 20
 #: KSG counts by the compiled brute-force kernel above this joint dimension (2 threads, classic KSG counts,
-#: trees / kernel: D = 8: n = 5e3 0.10 / 0.07 s, 1e4 0.26 / 0.26 s, 2e4 0.61 / 0.95 s; D = 16: 1e4
-#: 2.5 / 0.31 s, 2e4 5.5 / 1.3 s).
+#: trees / kernel: D = 8: n = 5e3 0.10 / 0.07 s, 1e4 0.26 / 0.26 s, 2e4 0.61 / 0.95 s; D = 10: 1e4
+#: 0.48 / 0.36 s, 2e4 1.44 / 0.96 s; D = 12: 1e4 0.83 / 0.48 s, 2e4 2.07 / 1.37 s; D = 16: 1e4
+#: 2.5 / 0.31 s, 2e4 5.5 / 1.3 s) ...
 KSG_TREE_MAX_DIM = 8
+#: ... but the kernel's cost grows as n^2: from ``KSG_LARGE_N`` samples on, trees up to this joint
+#: dimension (n = 5e4: D = 10 3.9 / 8.9 s, D = 12 8.3 / 9.2 s, D = 16 47.6 / 7.4 s; n = 1e5, D = 10:
+#: 10.1 / 30.4 s).
+KSG_TREE_MAX_DIM_LARGE_N = 12
+KSG_LARGE_N = 50_000
 #: On the automatic path the GPU only pays off for large inputs.
 GPU_MIN_SAMPLES = 20_000
 #: Euclidean k-NN by matrix products beats the tree from a lower dimension
@@ -202,8 +208,9 @@ def ksg_counts(blocks: list[np.ndarray], subsets: list[tuple[int, ...]], k: int,
     the k joint neighbours (their marginal distances are at most their joint
     distance) and is at least k.
 
-    Up to a joint dimension of ``KSG_TREE_MAX_DIM`` on the CPU: a tree for the
-    joint k-NN, then :func:`count_within` per subset. Above it (or with
+    Up to a joint dimension of ``KSG_TREE_MAX_DIM`` on the CPU (``KSG_TREE_MAX_DIM_LARGE_N``
+    from ``KSG_LARGE_N`` samples on): a tree for the joint k-NN, then
+    :func:`count_within` per subset. Above it (or with
     ``device=``) brute force, where one pass serves all: the joint max-norm
     distance is the maximum of the per-block distances (the joint squared
     Euclidean distance their sum), so each block's distances are computed once
@@ -214,7 +221,7 @@ def ksg_counts(blocks: list[np.ndarray], subsets: list[tuple[int, ...]], k: int,
         raise ValueError(f"metric must be one of {tuple(_P)}; got {metric!r}.")
     joint = np.hstack(blocks)
     n, d = joint.shape
-    dev = _torch_device(n, d, device, KSG_TREE_MAX_DIM)
+    dev = _torch_device(n, d, device, KSG_TREE_MAX_DIM_LARGE_N if n >= KSG_LARGE_N else KSG_TREE_MAX_DIM)
     # count_within counts strictly inside radius * (1 - 1e-9); a slightly larger radius turns that into
     # "inside or on the sphere" whatever the rounding of the distances.
     inflate = 1.0 if metric == "chebyshev" else 1.0 + 2e-9

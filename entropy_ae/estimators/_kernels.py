@@ -4,10 +4,10 @@ Both kernels are exact: they count with the same comparisons as a brute-force
 numpy count, only faster.
 
 * :func:`grid_counts` -- points within a radius of every point, in low
-  dimension (``GRID_MAX_DIM``, ``GRID_MAX_DIM_MAX_NORM``). The points are sorted into a uniform grid of
-  cubic cells; for each query the cells the ball (Euclidean) or box (max-norm)
-  covers entirely are counted whole, and only the points of the cells on its
-  boundary are compared one by one. Runs of cells along the last axis are
+  dimension (``GRID_MAX_DIM``, ``GRID_MAX_DIM_MAX_NORM``). The points are
+  sorted into a uniform grid of cubic cells; for each query the cells the ball
+  (Euclidean) or box (max-norm) covers entirely are counted whole, and only the
+  points of the cells on its boundary are compared one by one. Runs of cells along the last axis are
   contiguous in memory, so each is one slice.
 * :func:`ksg_counts_brute` -- the KSG counts by brute force for high
   dimension: for each row, its distances to every point per variable, the
@@ -252,12 +252,13 @@ def _ksg_kernel(rows, edges, members, k, euclidean, shrink, out, start, stop):
     dist = np.empty((n_blocks, n))
     combined = np.empty(n)
     best = np.empty(k)
+    every_block = np.ones(n_blocks, dtype=np.bool_)
     for i in range(start, stop):
         for b in range(n_blocks):
             dist[b, :] = 0.0
             _add_distances(dist[b], rows, edges[b], edges[b + 1], i, euclidean)
             dist[b, i] = np.inf  # a point is not its own neighbour
-        _combine(combined, dist, np.ones(n_blocks, dtype=np.bool_), euclidean)
+        _combine(combined, dist, every_block, euclidean)
         best[:] = np.inf
         for j in range(n):  # the k smallest joint distances, by insertion
             s = combined[j]

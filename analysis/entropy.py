@@ -86,7 +86,7 @@ def entropy_with_stderr(z: np.ndarray, method: str = "knn", n_groups: int = JACK
 def _latents_of(run_dir, data=None, latents=None) -> dict:
     if latents is not None:
         return latents
-    from entropy_ae.checkpoint import extract_latents
+    from entropy_ae.runs import extract_latents
 
     return extract_latents(run_dir, data, device="cpu")
 
@@ -97,7 +97,7 @@ def run_entropy(run_dir, data=None, method: str = "knn", split: str = "train", l
     Parameters
     ----------
     run_dir : path
-        A run directory written by ``entropy_ae.checkpoint.run_training``.
+        A run directory written by ``entropy_ae.training.run_training``.
     data : AnomalyData or spec, optional
         Data to encode; default rebuilds the run's own data from its config.json.
     method : {'knn', 'kde', 'binned', 'gaussian'}

@@ -29,7 +29,7 @@ bad option, missing optional dependency) are raised before anything runs.
 
 The item type is opaque: an item can be one model's configuration or a group of them
 (the batched multi-model path). Runs are expected to write only their own run directory,
-atomically (``entropy_ae.checkpoint.save_run`` does); results tables are gathered from
+atomically (``entropy_ae.runs.save_run`` does); results tables are gathered from
 the run directories afterwards, never written by the runs, so a failed or repeated run
 cannot corrupt finished results.
 """
@@ -251,7 +251,7 @@ def add_executor_options(parser) -> None:
     ``--executor`` and ``--workers`` are the caller's; :func:`executor_options` turns the
     parsed arguments into ``map_runs`` keyword arguments.
     """
-    from entropy_ae.cli import positive_int
+    from entropy_ae.options import positive_int
 
     def non_negative_float(text: str) -> float:
         try:

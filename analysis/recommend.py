@@ -26,12 +26,14 @@ reconstruction errors) are never read.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:  # pandas is only passed in: the CLI reads RULES without paying for its import
+    import pandas as pd
 
 DEFAULT_CRITERION = "id_match"
 CANDIDATES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
@@ -204,7 +206,3 @@ def write_recommendation(out, criterion: str = DEFAULT_CRITERION) -> dict:
     payload = next(iter(per_dataset.values())) if len(per_dataset) == 1 else per_dataset
     atomic_write_json(Path(out) / "recommendation.json", payload)
     return payload
-
-
-def read_recommendation(out) -> dict:
-    return json.loads((Path(out) / "recommendation.json").read_text())

@@ -3,7 +3,7 @@
 Layout of a sweep directory ``DIR``::
 
     DIR/<dataset>/reference.json                       normal-data reference (ID, I_sigma of X_n)
-    DIR/<dataset>/latent_size=<d>/seed=<s>/            one run (entropy_ae.checkpoint.save_run)
+    DIR/<dataset>/latent_size=<d>/seed=<s>/            one run (entropy_ae.runs.save_run)
         metrics.json                                   present == the run is complete
         entropy.json                                   every entropy measurement of the run
     DIR/results.csv (+ results.parquet)                one row per completed run
@@ -34,7 +34,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from entropy_ae.jsonio import to_json
+from entropy_ae.io import to_json
+from entropy_ae.options import parse_int_list
 
 RESULT_KEYS = (
     "dataset",
@@ -91,20 +92,6 @@ class RunItem:
 
 
 # ------------------------------------------------------------------------------- small helpers
-
-
-def parse_int_list(text: str | list | tuple, name: str = "list") -> list[int]:
-    """Parse ``"1,2,4"`` (or a list) into sorted unique positive integers, with a clear error."""
-    if isinstance(text, (list, tuple)):
-        values = list(text)
-    else:
-        try:
-            values = [int(v) for v in str(text).replace(" ", "").split(",") if v != ""]
-        except ValueError as err:
-            raise ValueError(f"{name} must be comma-separated integers such as 1,2,4, got {text!r}") from err
-    if not values or any(not isinstance(v, (int, np.integer)) or v < 0 for v in values):
-        raise ValueError(f"{name} must be a non-empty list of non-negative integers, got {text!r}")
-    return sorted(set(int(v) for v in values))
 
 
 def _new_temp_file(path: Path) -> tuple[int, Path]:
@@ -204,7 +191,7 @@ def requested_settings(item: RunItem) -> dict:
 
 def settings_differences(run_dir, item: RunItem) -> dict:
     """``{setting: (recorded, requested)}`` for each setting of a completed run that differs from ``item``."""
-    from entropy_ae.checkpoint import load_config
+    from entropy_ae.runs import load_config
 
     recorded, wanted = run_settings(load_config(run_dir)), requested_settings(item)
     return {k: (recorded.get(k), wanted.get(k)) for k in sorted(set(recorded) | set(wanted))
@@ -408,7 +395,8 @@ def train_one(item: RunItem | dict) -> dict:
     """
     import torch
 
-    from entropy_ae.checkpoint import load_metrics, run_training
+    from entropy_ae.runs import load_metrics
+    from entropy_ae.training import run_training
 
     item = RunItem(**item) if isinstance(item, dict) else item
     data = _load(item.data_spec, item.image_size)
@@ -482,13 +470,13 @@ def _run_sequential(items: list[RunItem], progress: bool) -> list[str]:
 
 
 def train_group(items: list[RunItem | dict], on_saved=None) -> list[dict]:
-    """Train a group of grid points together (``entropy_ae.batched``), then measure each.
+    """Train a group of grid points together (``entropy_ae.training.batched``), then measure each.
 
     Module level, so it is also a job for ``map_runs``: with ``--batched`` and an executor, each
     job is a group of models rather than one. Runs already complete are not retrained.
     ``on_saved(item)`` is called as each trained run is saved.
     """
-    from entropy_ae.batched import run_trainings_batched
+    from entropy_ae.training.batched import run_trainings_batched
 
     items = [RunItem(**i) if isinstance(i, dict) else i for i in items]
     todo = [i for i in items if _needs_training(i)]
@@ -549,7 +537,7 @@ def run_sweep(data, latent_sizes, seeds, epochs: int, out, *, image_size: int = 
         ``'auto'`` (a GPU when there is one; the local executor pins each worker to its own GPU),
         ``'cpu'``, ``'cuda'`` or ``'cuda:<i>'``.
     batched : bool
-        Train all pending models together with ``entropy_ae.batched.run_trainings_batched``.
+        Train all pending models together with ``entropy_ae.training.batched.run_trainings_batched``.
     overwrite : bool
         Retrain completed runs of the grid whose recorded settings differ from the requested ones
         (default: refuse with :class:`SettingsMismatch` before training anything).
@@ -600,7 +588,7 @@ def run_sweep(data, latent_sizes, seeds, epochs: int, out, *, image_size: int = 
 def _cpu_default_is_batched(executor, workers, executor_options, device) -> bool:
     """Whether a grid given no executor runs batched in this process: yes on a CPU.
 
-    There ``entropy_ae.batched`` trains one model per core in threads of this process, with the
+    There ``entropy_ae.training.batched`` trains one model per core in threads of this process, with the
     same numbers as one process per run (``--executor local``: each run at one thread too), but
     without starting a Python with torch for every run (~6 s each on 2 cores): a 4 x 2 grid of
     4 epochs took 40-44 s against 74 s for the process pool (README, "Batched sweeps").

@@ -1,4 +1,4 @@
-"""Latent-size sweep speed: batched training (entropy_ae.batched) against one model at a time.
+"""Latent-size sweep speed: batched training (entropy_ae.training.batched) against one model at a time.
 
 Three parts, all in one run (ratios are only compared within a run):
 
@@ -56,7 +56,7 @@ from pathlib import Path
 
 import torch
 
-from entropy_ae.batched import BatchedOptions, estimate_group_bytes, train_models_batched
+from entropy_ae.training.batched import BatchedOptions, estimate_group_bytes, train_models_batched
 from entropy_ae.data import load_data
 from entropy_ae.model import Autoencoder
 from entropy_ae.reproducibility import environment_info, resolve_device

@@ -11,11 +11,11 @@ import sys
 import time
 from pathlib import Path
 
-import entropy_ae.checkpoint as checkpoint
-from entropy_ae.cli import main
+import entropy_ae.training as training
+from analysis.cli import main
 
 marker_dir = Path(sys.argv[1])
-real_run_training = checkpoint.run_training
+real_run_training = training.run_training
 calls = {"n": 0}
 
 
@@ -27,5 +27,5 @@ def run_training(*args, **kwargs):
     return real_run_training(*args, **kwargs)
 
 
-checkpoint.run_training = run_training
+training.run_training = run_training
 sys.exit(main(sys.argv[3:]))

@@ -273,7 +273,7 @@ def test_table1_shows_no_spread_for_a_single_run(tmp_path, no_figures):
 
 def test_mixed_settings_are_flagged_in_report_and_cli(tmp_path, capsys, no_figures):
     from analysis.sweep import mixed_settings
-    from entropy_ae.cli import main
+    from analysis.cli import main
 
     same = results_table(k=4).assign(batch_size=64, lr=1e-3, image_size=16)
     assert mixed_settings(same) == []
@@ -320,13 +320,13 @@ def test_json_output_is_strict():
 
 
 def _parse(argv):
-    from entropy_ae.cli import build_parser
+    from analysis.cli import build_parser
 
     return build_parser().parse_args(argv)
 
 
 def _help(command: str) -> str:
-    from entropy_ae.cli import build_parser
+    from analysis.cli import build_parser
 
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]

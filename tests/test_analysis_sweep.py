@@ -19,9 +19,9 @@ import pytest
 
 matplotlib.use("Agg")
 
-import entropy_ae.checkpoint as checkpoint  # noqa: E402
+import entropy_ae.training as training  # noqa: E402
 from analysis.sweep import SweepError, collect_results, completed_runs, load_results, run_sweep  # noqa: E402
-from entropy_ae.cli import main  # noqa: E402
+from analysis.cli import main  # noqa: E402
 from entropy_ae.data import load_data  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,13 +51,13 @@ def _snapshot(out: Path) -> dict:
 
 def _count_trainings(monkeypatch) -> list:
     calls = []
-    real = checkpoint.run_training
+    real = training.run_training
 
     def counting(data, config, run_dir, *args, **kwargs):
         calls.append((config.latent_size, config.seed))
         return real(data, config, run_dir, *args, **kwargs)
 
-    monkeypatch.setattr(checkpoint, "run_training", counting)
+    monkeypatch.setattr(training, "run_training", counting)
     return calls
 
 
@@ -87,7 +87,7 @@ def test_sweep_layout_and_results_schema(tmp_path, data, monkeypatch):
 
 
 def test_resume_after_an_interruption_loses_and_recomputes_nothing(tmp_path, data, monkeypatch):
-    real = checkpoint.run_training
+    real = training.run_training
     state = {"n": 0}
 
     def interrupted(*args, **kwargs):
@@ -96,12 +96,12 @@ def test_resume_after_an_interruption_loses_and_recomputes_nothing(tmp_path, dat
             raise KeyboardInterrupt  # Ctrl-C in the middle of the third run
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(checkpoint, "run_training", interrupted)
+    monkeypatch.setattr(training, "run_training", interrupted)
     with pytest.raises(KeyboardInterrupt):
         run_sweep(data, [1, 2, 4], [0], 1, tmp_path, executor="sequential", progress=False)
     assert len(completed_runs(tmp_path)) == 2
     before = _snapshot(tmp_path)
-    monkeypatch.setattr(checkpoint, "run_training", real)
+    monkeypatch.setattr(training, "run_training", real)
     calls = _count_trainings(monkeypatch)
     table = run_sweep(data, [1, 2, 4], [0], 1, tmp_path, executor="sequential", progress=False)
     assert calls == [(4, 0)]  # only the interrupted run is trained again
@@ -111,18 +111,18 @@ def test_resume_after_an_interruption_loses_and_recomputes_nothing(tmp_path, dat
 
 
 def test_failed_run_is_reported_and_retried(tmp_path, data, monkeypatch):
-    real = checkpoint.run_training
+    real = training.run_training
 
     def failing(data_, config, run_dir, *args, **kwargs):
         if config.latent_size == 2:
             raise FloatingPointError("loss diverged (injected)")
         return real(data_, config, run_dir, *args, **kwargs)
 
-    monkeypatch.setattr(checkpoint, "run_training", failing)
+    monkeypatch.setattr(training, "run_training", failing)
     with pytest.raises(SweepError, match="(?s)1 of 2 runs failed.*latent_size=2.*injected"):
         run_sweep(data, [1, 2], [0], 1, tmp_path, executor="sequential", progress=False)
     assert list(load_results(tmp_path)["latent_size"]) == [1]  # the completed run is in the table
-    monkeypatch.setattr(checkpoint, "run_training", real)
+    monkeypatch.setattr(training, "run_training", real)
     calls = _count_trainings(monkeypatch)
     run_sweep(data, [1, 2], [0], 1, tmp_path, executor="sequential", progress=False)
     assert calls == [(2, 0)]
@@ -172,7 +172,7 @@ def test_batched_sweep_matches_one_by_one(tmp_path, data, monkeypatch):
     seq = run_sweep(data, [1, 2], [0], 1, tmp_path / "seq", executor="sequential", progress=False)
     calls = _count_trainings(monkeypatch)
     bat = run_sweep(data, [1, 2], [0], 1, tmp_path / "bat", batched=True, progress=False)
-    assert calls == []  # trained by entropy_ae.batched, not one by one
+    assert calls == []  # trained by entropy_ae.training.batched, not one by one
     columns = ["latent_size", "seed", "auroc", "rec_error_train_normal", "id_mle_z"]
     pd.testing.assert_frame_equal(seq[columns], bat[columns], rtol=1e-3)
 
@@ -180,7 +180,7 @@ def test_batched_sweep_matches_one_by_one(tmp_path, data, monkeypatch):
 def test_cpu_default_trains_batched_with_progress_per_run(tmp_path, data, monkeypatch, capsys):
     calls = _count_trainings(monkeypatch)
     run_sweep(data, [1, 2], [0], 1, tmp_path / "default", device="cpu", progress=True)
-    assert calls == []  # no executor given, on a CPU: entropy_ae.batched in this process
+    assert calls == []  # no executor given, on a CPU: entropy_ae.training.batched in this process
     err = capsys.readouterr().err
     assert "training 2 models together (batched)" in err
     assert "1/2 runs trained and saved" in err and "2/2 runs trained and saved" in err
@@ -284,7 +284,7 @@ def test_retrained_run_is_measured_again_and_mixed_settings_warned(tmp_path, dat
     old = json.loads((run / "entropy.json").read_text())
     assert old["measured_with"]["weights_sha256"] == weights_sha256(run)
     # What `entropy-ae train --overwrite --out <run>` does: a new training in place, entropy.json kept.
-    checkpoint.run_training(data, TrainConfig(latent_size=2, epochs=3, seed=0, device="cpu"), run, progress=False,
+    training.run_training(data, TrainConfig(latent_size=2, epochs=3, seed=0, device="cpu"), run, progress=False,
                             overwrite=True)
     assert weights_sha256(run) != old["measured_with"]["weights_sha256"]
     with pytest.warns(MixedSettingsWarning, match="epochs: 1 \\(1 runs\\), 3 \\(1 runs\\)"):

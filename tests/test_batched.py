@@ -31,7 +31,7 @@ import torch
 from safetensors.torch import load_file
 
 from entropy_ae import batched
-from entropy_ae.batched import (
+from entropy_ae.training.batched import (
     BatchedOptions,
     StackedAutoencoder,
     estimate_group_bytes,
@@ -39,7 +39,7 @@ from entropy_ae.batched import (
     run_trainings_batched,
     train_models_batched,
 )
-from entropy_ae.checkpoint import run_training
+from entropy_ae.training import run_training
 from entropy_ae.model import Autoencoder, count_parameters
 from entropy_ae.reproducibility import seed_everything
 from entropy_ae.training import TrainConfig, train_model

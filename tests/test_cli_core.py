@@ -9,8 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-from entropy_ae.checkpoint import load_metrics
-from entropy_ae.cli import build_parser, main
+from entropy_ae.runs import load_metrics
+from analysis.cli import build_parser, main
 
 TINY = ["--data", "digits:0", "--image-size", "16", "--epochs", "2", "--latent-size", "4", "--device", "cpu"]
 
@@ -148,7 +148,7 @@ def test_divergence_in_the_only_epoch_gives_one_line(tmp_path, capsys):
 
 
 def test_json_output_never_holds_nan_or_infinity(capsys):
-    from entropy_ae.cli import _print_metrics
+    from analysis.commands import _print_metrics
 
     def refuse(name):
         raise AssertionError(f"{name} in the JSON output")
@@ -188,9 +188,3 @@ def test_every_command_and_option_has_help(capsys):
             main([name, "--help"])
         assert exit_info.value.code == 0
         assert "usage: entropy-ae " + name in capsys.readouterr().out
-
-
-def test_missing_analysis_package_leaves_the_core_commands(monkeypatch):
-    monkeypatch.setitem(sys.modules, "analysis.cli", None)  # makes the import raise ModuleNotFoundError
-    commands = _subparsers(build_parser())
-    assert {"train", "evaluate"} <= set(commands) and "sweep" not in commands

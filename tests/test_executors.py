@@ -194,7 +194,7 @@ def test_in_process_mode_runs_here_and_still_captures_failures(tmp_path):
 
 def sweep_parser():
     """The real ``entropy-ae sweep`` parser, so the test also proves the flags are wired into the CLI."""
-    from entropy_ae.cli import build_parser
+    from analysis.cli import build_parser
 
     parser = build_parser()
 
@@ -206,7 +206,7 @@ def sweep_parser():
 
 
 def test_an_option_for_another_backend_is_refused_by_the_sweep_command(tmp_path, capsys):
-    from entropy_ae.cli import main
+    from analysis.cli import main
 
     code = main(["sweep", "--data", "synthetic[n_train=64,n_val=16,n_test=32]", "--image-size", "16",
                  "--latent-sizes", "1", "--seeds", "0", "--epochs", "1", "--out", str(tmp_path / "s"),
@@ -330,7 +330,7 @@ def test_a_sweep_run_that_fails_on_its_node_is_reported_and_completed_by_the_nex
 
 def test_slurm_without_slurm_is_an_error_not_a_quiet_local_run(tmp_path, monkeypatch, capsys):
     from analysis.executors import ExecutorUnavailable, check_backend
-    from entropy_ae.cli import main
+    from analysis.cli import main
 
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no sbatch (nor srun) on PATH
     with pytest.raises(ExecutorUnavailable, match="(?s)SLURM was not found.*no sbatch.*login node.*--executor local"):

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from entropy_ae import synthetic as S
+from entropy_ae.data import synthetic as S
 from entropy_ae.data import DataError, load_data
 
 SMALL = dict(n_train=40, n_val=8, n_test=24)

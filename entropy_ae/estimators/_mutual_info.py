@@ -33,84 +33,12 @@ NORMS = ("auto", "max", "euclidean")
 #: against max-norm -0.24 nats; 8 vs 8 -0.31 against -0.25; 16 vs 16 -0.60 against -0.20
 #: (Gaussian data: equal within 0.01 at 4 vs 4 and 8 vs 8).
 EUCLIDEAN_MAX_JOINT_DIM = 12
-#: Gaussian reference samples averaged by ``correction="gaussian"`` (see ``_BIAS_DOC``). Measured at
+#: Gaussian reference samples averaged by ``correction="gaussian"`` (see ``mutual_information``). Measured at
 #: n = 3000 over 20 reference seeds: one term with the plug-in control variate has sd 0.013 nats at
 #: 1 vs 1 and 4 vs 4, against 0.017 for the uncorrected (Euclidean) estimate over data seeds at 1 vs 1.
 #: One replicate adds 26 % to the sd (sqrt(1 + (0.013 / 0.017)^2)); two would add 13 % but cost 1.5x the
 #: time (3 KSG runs instead of 2) -- less than what the same time spent on more samples buys, so one.
 REFERENCE_REPLICATES = 1
-
-_BIAS_DOC = """
-    The estimate is computed on preprocessed data: constant columns dropped,
-    ties dequantised, each coordinate rank-transformed to normal scores and
-    each variable whitened. All of these are invertible maps of one variable at
-    a time, which leave (conditional) MI unchanged; they make the estimate
-    exactly invariant to rescaling and to any strictly monotone map of a
-    coordinate, and they tame heavy tails.
-
-    ``norm`` (``"ksg"`` only). The max-norm is classic KSG (Kraskov et al.
-    2004). With ``norm="euclidean"`` the k-NN balls are Euclidean and the
-    volumes of the unit balls enter the formula (BI-KSG, Gao, Oh & Viswanath
-    2018). Before it, each whitened variable is **radially Gaussianised**
-    (Lyu & Simoncelli 2009): each point keeps its direction and its radius is
-    mapped through the empirical CDF of the radii and the chi(d) quantile. That
-    map is strictly increasing in the radius, so it is invertible for any
-    distribution and leaves MI unchanged; an elliptical variable (e.g. a
-    Student-t scale mixture) becomes exactly N(0, I), and a Euclidean ball
-    suits this rotation-symmetric shape. With the max-norm the same map does
-    not help (Student-t below: -0.159 instead of -0.145), so it is applied only
-    with Euclidean balls. Euclidean balls lose at high joint dimension D, where
-    the marginal balls of the joint radius stop being local: raw BI-KSG is
-    +3.1 nats at 16 vs 16 (Gaussian, I = 1) and, even corrected, worse than the
-    max-norm on Student-t from 8 vs 8 on (see ``EUCLIDEAN_MAX_JOINT_DIM``).
-    ``norm="auto"`` (default) therefore uses Euclidean balls for D <= 12 and
-    the max-norm above. CMI always uses the max-norm.
-
-    ``correction="gaussian"`` (default) removes the estimator's bias at the
-    Gaussian copula of the data: I = I_hat(data) - (E[I_hat(G)] - I_G), where
-    G is a Gaussian sample of the same size and covariance as the prepared
-    data, prepared and estimated exactly as the data, and I_G its exact MI.
-    This is a parametric-bootstrap bias correction: exact up to noise when the
-    copula is Gaussian, approximate otherwise. E[I_hat(G)] - I_G is estimated
-    by the mean over ``REFERENCE_REPLICATES`` (1) samples G_r of
-    I_hat(G_r) - I_plug(G_r) + b, where I_plug(G_r) is the Gaussian
-    (plug-in) MI of G_r's own sample covariance and b = E[I_plug] - I_G its
-    exact bias from the Wishart log-determinant expectation (a control
-    variate: it removes the noise of G_r's sample correlation, 0.7x the sd of
-    a plain replicate). The samples are seeded from a hash of the prepared
-    data: the same input gives the same number, but the reference noise is not
-    one fixed offset shared by every data set of a given n (with one fixed
-    seed it was: +0.03 nats at 1 vs 1, n = 3000). It costs 1 + 1 = 2 KSG runs
-    (classic: 1). ``correction=None, norm="max"`` gives the classic estimator.
-
-    Degenerate inputs. The prepared variables are linearly dependent when one
-    is a copy or a strictly monotone function of another (the rank transform
-    makes the normal scores equal), or a linear map of it. Then I(X;Y) is
-    +inf for continuous variables, and ``+inf`` is returned with a warning
-    (the classic KSG value is only a bound set by n, about log n). For
-    I(X;Y|Z) with x or y (partly) a function of z the Gaussian reference is
-    undefined (singular covariance), so the uncorrected Frenzel-Pompe estimate
-    is returned with a warning; it is ~0 when y (or x) is a function of z,
-    where the truth is 0. If x and y determine each other given z, ``+inf``.
-    Linearly dependent columns within one variable are reduced to the
-    subspace they span (an invertible map of that variable, with a warning).
-
-    Measured bias, n = 1e4, k = 3, nats (benchmarks/estimators.py; 10 seeds at
-    4 vs 4, 1 at 16 and 64). Correlated Gaussians with I = 1, 4 vs 4: classic
-    -0.077, default +0.012 (NPEET -0.080); 16 vs 16: classic -0.64, default
-    +0.02 (NPEET -0.655); 64 vs 64: classic -0.92, default +0.21. Student-t
-    (nu = 2) 4 vs 4, I = 0.375: classic -0.145, default -0.083 (sd 0.009;
-    max-norm with the correction -0.136; NPEET -0.198). The t copula is not
-    Gaussian, so the correction cannot remove its bias; the Euclidean balls on
-    Gaussianised radii remove about 40 % of it. Student-t nu = 2 at higher d
-    stays hard (default, 1-2 seeds): 6 vs 6 -0.19, 8 vs 8 -0.25, 16 vs 16 -0.20.
-    These figures were taken with one fixed-seed reference sample. With the
-    data-seeded two-replicate reference (same n, seeds 0..7 unless stated):
-    Gaussian 4 vs 4 default +0.001 (sd 0.016, largest error 0.033; fixed seed
-    +0.018, sd 0.019), 16 vs 16 +0.015 (1 seed), Student-t 4 vs 4 -0.082
-    (sd 0.009); 1 vs 1, rho = 0.5, n = 3000 (40 seeds): -0.002 (sd 0.018),
-    where the fixed seed gave +0.035.
-"""
 
 
 def mutual_information(x, y, method: str = "ksg", k: int = 3, base: float = math.e, nan_policy: str = "raise",
@@ -157,7 +85,48 @@ def mutual_information(x, y, method: str = "ksg", k: int = 3, base: float = math
 
     Notes
     -----
-    {bias}
+    The estimate is computed on preprocessed data: constant columns dropped,
+    ties dequantised, each coordinate rank-transformed to normal scores and
+    each variable whitened. These are invertible maps of one variable at a
+    time, which leave (conditional) MI unchanged, so the estimate is exactly
+    invariant to rescaling and to any strictly monotone map of a coordinate.
+
+    ``norm="max"`` is classic KSG (Kraskov et al. 2004). ``norm="euclidean"``
+    uses Euclidean balls (BI-KSG, Gao, Oh & Viswanath 2018) after radially
+    Gaussianising each whitened variable (Lyu & Simoncelli 2009: each point
+    keeps its direction, its radius goes through the empirical CDF of the
+    radii and the chi(d) quantile; a strictly increasing map of the radius, so
+    MI is unchanged). ``norm="auto"`` uses Euclidean balls up to a joint
+    dimension of ``EUCLIDEAN_MAX_JOINT_DIM`` and the max-norm above, where
+    Euclidean marginal balls stop being local. CMI always uses the max-norm.
+
+    ``correction="gaussian"`` (default) is a parametric-bootstrap bias
+    correction at the Gaussian copula of the data:
+    I = I_hat(data) - (E[I_hat(G)] - I_G), with G a Gaussian sample of the
+    same size and covariance as the prepared data, prepared and estimated
+    exactly as the data, and I_G its exact MI. E[I_hat(G)] - I_G is taken from
+    ``REFERENCE_REPLICATES`` samples, each with a control variate (the exact
+    bias of the plug-in Gaussian MI of the sample's own covariance, from the
+    Wishart log-determinant). The samples are seeded from a hash of the
+    prepared data, so the same input gives the same number. The correction
+    removes the bias exactly (up to Monte Carlo noise) when the copula is
+    Gaussian and only partly otherwise (e.g. heavy-tailed Student-t
+    dependence stays biased towards 0). It costs a second KSG run.
+    ``correction=None, norm="max"`` is the classic, uncorrected estimator,
+    biased towards 0 for strong dependence and high dimension.
+
+    Degenerate inputs. When one variable is a copy, a linear or a strictly
+    monotone function of the other, I(X;Y) is +inf for continuous variables,
+    and ``inf`` is returned with a warning. For I(X;Y|Z) with x or y (partly)
+    a function of z the Gaussian reference is undefined, so the uncorrected
+    Frenzel-Pompe estimate (about 0, the truth) is returned with a warning.
+    Linearly dependent columns within one variable are reduced to the
+    subspace they span, with a warning.
+
+    Measured bias and run time against NPEET: see the documentation's
+    estimators page (``docs/content/estimators.md``) and its estimators
+    benchmark page.
+
     References
     ----------
     Kraskov, Stoegbauer & Grassberger (2004), Phys. Rev. E 69, 066138.
@@ -235,14 +204,11 @@ def mutual_information_discrete(x, labels, k: int = 3, base: float = math.e, nan
     return _ross(x, codes, k, device) / divisor
 
 
-mutual_information.__doc__ = mutual_information.__doc__.replace("{bias}", _BIAS_DOC)
-
-
 # --- preprocessing ---------------------------------------------------------------------------------------
 
 
 def _prepare(blocks: list[np.ndarray], names: list[str]) -> list[np.ndarray]:
-    """MI-invariant per-variable preprocessing (see ``_BIAS_DOC``)."""
+    """MI-invariant per-variable preprocessing (see the Notes of ``mutual_information``)."""
     out = []
     for block, name in zip(blocks, names):
         block = drop_constant(block, name)
@@ -308,7 +274,7 @@ def _degeneracy(blocks) -> str | None:
 
     ``"infinite"``: I(X;Y) or I(X;Y|Z) is +inf. ``"uncorrected"``: x or y is (partly) a
     linear function of z, or n <= the joint dimension; the Gaussian reference is undefined
-    there and the correction is skipped. See "Degenerate inputs" in ``_BIAS_DOC``.
+    there and the correction is skipped. See "Degenerate inputs" in the Notes of ``mutual_information``.
     """
     if not _singular(blocks, range(len(blocks))):
         return None
@@ -330,7 +296,7 @@ def _degeneracy(blocks) -> str | None:
 
 
 def _gaussian_reference(blocks, method, k, device, norm="max") -> float:
-    """I_G - E[I_hat(G)] for Gaussian samples G with the data's size and covariance (see ``_BIAS_DOC``).
+    """I_G - E[I_hat(G)] for Gaussian samples G with the data's size and covariance (see ``mutual_information``).
 
     Mean over ``REFERENCE_REPLICATES`` samples of I_plug(G_r) - I_hat(G_r), minus the
     exact bias of the plug-in I_plug; seeded from the data (deterministic per input).

@@ -1,7 +1,7 @@
 """Training the autoencoder on normal images: the project's one reference loop.
 
 The loop is deliberately plain so that other code (the batched trainer in
-``entropy_ae.batched``) can reproduce it exactly:
+``entropy_ae.training.batched``) can reproduce it exactly:
 
 * the whole training set is put on the device once as a tensor (no DataLoader:
   the images are small and already normalised, so per-item loading only costs);
@@ -18,17 +18,22 @@ The loop is deliberately plain so that other code (the batched trainer in
 from __future__ import annotations
 
 import math
+import os
 import sys
 import threading
+import time
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .data import AnomalyData
-from .model import MAX_LATENT_SIZE, Autoencoder
-from .reproducibility import resolve_device, seed_everything
+from ..data import AnomalyData
+from ..evaluation import evaluate_model
+from ..model import MAX_LATENT_SIZE, Autoencoder
+from ..reproducibility import resolve_device, seed_everything
+from ..runs import check_not_complete, save_run
 
 
 def _is_int(value) -> bool:
@@ -106,7 +111,7 @@ def check_train_images(data: AnomalyData) -> None:
 
 
 # Seeding and building a model go through torch's global RNG: two threads doing it
-# at once would interleave their draws (see entropy_ae.batched's per-core path).
+# at once would interleave their draws (see entropy_ae.training.batched's per-core path).
 _INIT_LOCK = threading.Lock()
 
 
@@ -227,3 +232,29 @@ def train_model(
     # Hand back ordinary contiguous weights (safetensors and other code expect them).
     model.to(memory_format=torch.contiguous_format).eval()
     return model, history
+
+
+def run_training(
+    data: AnomalyData,
+    config: TrainConfig,
+    run_dir: str | os.PathLike,
+    progress: bool | None = None,
+    *,
+    target_fpr: float = 0.05,
+    extra: dict | None = None,
+    overwrite: bool = False,
+) -> dict:
+    """Train, evaluate and save one run; the one entry point sweeps call.
+
+    Refuses (before training) a ``run_dir`` that already holds a complete run,
+    unless ``overwrite``. Returns the metrics written to ``metrics.json``.
+    """
+    run_dir = Path(run_dir)
+    check_not_complete(run_dir, overwrite)
+    start = time.perf_counter()
+    model, history = train_model(data, config, progress=progress)
+    train_seconds = time.perf_counter() - start
+    metrics = evaluate_model(model, data, target_fpr=target_fpr)
+    return save_run(
+        run_dir, model, config, data, metrics, history, extra, train_seconds=train_seconds, overwrite=overwrite
+    )

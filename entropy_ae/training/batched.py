@@ -63,12 +63,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import check_not_complete, save_run
-from .data import AnomalyData
-from .evaluation import evaluate_model
-from .model import CHANNELS, HIDDEN, Autoencoder, count_parameters
-from .reproducibility import resolve_device
-from .training import (
+from ..runs import check_not_complete, save_run
+from ..data import AnomalyData
+from ..evaluation import evaluate_model
+from ..model import CHANNELS, HIDDEN, Autoencoder, count_parameters
+from ..reproducibility import resolve_device
+from .loop import (
     TrainConfig,
     check_finite_weights,
     check_train_images,
@@ -837,7 +837,7 @@ def run_trainings_batched(
     overwrite: bool = False,
     on_saved: Callable[[int, dict], None] | None = None,
 ) -> list[dict]:
-    """Batched counterpart of :func:`entropy_ae.checkpoint.run_training`.
+    """Batched counterpart of :func:`entropy_ae.training.run_training`.
 
     Trains all ``configs`` with :func:`train_models_batched`, then evaluates
     and saves each model into its ``run_dir`` with the same

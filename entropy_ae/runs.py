@@ -1,6 +1,6 @@
-"""Run directories: train + evaluate + save, and safe loading.
+"""The run-directory format: the one writer (:func:`save_run`) and the one reader of run directories.
 
-A run directory holds
+A run directory holds one trained model and everything needed to rebuild and judge it:
 
 ``weights.safetensors``
     The model's state dict (parameters and BatchNorm buffers), safetensors
@@ -29,7 +29,6 @@ import json
 import os
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -37,22 +36,20 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .data import AnomalyData, DataError, load_data
-from .evaluation import encode_images, evaluate_model
-from .jsonio import to_json
+from .data import SPLITS, AnomalyData, DataError, load_data
+from .evaluation import encode_images
+from .io import to_json
 from .model import Autoencoder, count_parameters
 from .reproducibility import environment_info, resolve_device
-from .training import TrainConfig, train_model
 
 FORMAT_VERSION = 1
 WEIGHTS = "weights.safetensors"
 CONFIG = "config.json"
 METRICS = "metrics.json"
 LOSS_HISTORY = "loss_history.csv"
-LATENT_SPLITS = ("train_normal", "val_normal", "test_normal", "test_abnormal")
 
 
-class CheckpointError(ValueError):
+class RunDirError(ValueError):
     """A run directory is missing, incomplete, corrupt or inconsistent; the message names the file."""
 
 
@@ -79,11 +76,11 @@ def _umask() -> int:
 
 
 def _write_json(path: Path, obj) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(to_json(obj) + "\n")
+    """Write into the run's temporary directory (the directory rename is the atomic step)."""
+    path.write_text(to_json(obj) + "\n", encoding="utf-8")
 
 
-def build_config(model: Autoencoder, config: TrainConfig, data: AnomalyData, extra: dict | None = None) -> dict:
+def build_config(model: Autoencoder, config, data: AnomalyData, extra: dict | None = None) -> dict:
     """The ``config.json`` content for a model trained with ``config`` on ``data``."""
     train = config.to_dict()
     del train["latent_size"]  # lives under "model", once
@@ -104,7 +101,7 @@ def build_config(model: Autoencoder, config: TrainConfig, data: AnomalyData, ext
 def save_run(
     run_dir: str | os.PathLike,
     model: Autoencoder,
-    config: TrainConfig,
+    config,
     data: AnomalyData,
     metrics: dict,
     loss_history: list[float],
@@ -181,51 +178,25 @@ def save_run(
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def run_training(
-    data: AnomalyData,
-    config: TrainConfig,
-    run_dir: str | os.PathLike,
-    progress: bool | None = None,
-    *,
-    target_fpr: float = 0.05,
-    extra: dict | None = None,
-    overwrite: bool = False,
-) -> dict:
-    """Train, evaluate and save one run; the one entry point sweeps call.
-
-    Refuses (before training) a ``run_dir`` that already holds a complete run,
-    unless ``overwrite``. Returns the metrics written to ``metrics.json``.
-    """
-    run_dir = Path(run_dir)
-    check_not_complete(run_dir, overwrite)
-    start = time.perf_counter()
-    model, history = train_model(data, config, progress=progress)
-    train_seconds = time.perf_counter() - start
-    metrics = evaluate_model(model, data, target_fpr=target_fpr)
-    return save_run(
-        run_dir, model, config, data, metrics, history, extra, train_seconds=train_seconds, overwrite=overwrite
-    )
-
-
 # ---------------------------------------------------------------------------------------------- loading
 
 def _read_json(path: Path) -> dict:
     if not path.is_file():
-        raise CheckpointError(f"{path} is missing; is {path.parent} a run directory written by entropy-ae?")
+        raise RunDirError(f"{path} is missing; is {path.parent} a run directory written by entropy-ae?")
     try:
         with open(path, encoding="utf-8") as f:
             obj = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CheckpointError(f"{path} is not valid JSON ({err})") from err
+        raise RunDirError(f"{path} is not valid JSON ({err})") from err
     if not isinstance(obj, dict):
-        raise CheckpointError(f"{path} should hold a JSON object, found {type(obj).__name__}")
+        raise RunDirError(f"{path} should hold a JSON object, found {type(obj).__name__}")
     return obj
 
 
 def _run_path(run_dir: str | os.PathLike) -> Path:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise CheckpointError(f"run directory {run_dir} does not exist or is not a directory")
+        raise RunDirError(f"run directory {run_dir} does not exist or is not a directory")
     return run_dir
 
 
@@ -235,12 +206,12 @@ def load_config(run_dir: str | os.PathLike) -> dict:
     config = _read_json(path)
     version = config.get("format_version")
     if version != FORMAT_VERSION:
-        raise CheckpointError(
+        raise RunDirError(
             f"{path} has format_version {version!r}; this entropy-ae reads format_version {FORMAT_VERSION}"
         )
     model = config.get("model")
     if not isinstance(model, dict) or "latent_size" not in model or "image_size" not in model:
-        raise CheckpointError(f"{path} lacks the 'model' section with 'latent_size' and 'image_size'")
+        raise RunDirError(f"{path} lacks the 'model' section with 'latent_size' and 'image_size'")
     return config
 
 
@@ -248,7 +219,7 @@ def load_metrics(run_dir: str | os.PathLike) -> dict:
     """Read a complete run's ``metrics.json``."""
     path = _run_path(run_dir) / METRICS
     if not path.is_file():
-        raise CheckpointError(f"{path} is missing: the run in {path.parent} is not complete")
+        raise RunDirError(f"{path} is missing: the run in {path.parent} is not complete")
     return _read_json(path)
 
 
@@ -256,7 +227,7 @@ def load_loss_history(run_dir: str | os.PathLike) -> list[float]:
     """Read a run's ``loss_history.csv`` as a list of per-epoch losses."""
     path = _run_path(run_dir) / LOSS_HISTORY
     if not path.is_file():
-        raise CheckpointError(f"{path} is missing")
+        raise RunDirError(f"{path} is missing")
     with open(path, newline="", encoding="utf-8") as f:
         return [float(row["loss"]) for row in csv.DictReader(f)]
 
@@ -303,7 +274,7 @@ def load_model(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -
 
     Raises
     ------
-    CheckpointError
+    RunDirError
         Missing or corrupt files, unknown ``format_version``, or weights that do
         not fit the configured model (missing, extra or wrong-shaped tensors).
     """
@@ -313,20 +284,20 @@ def load_model(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -
     try:
         model = Autoencoder(config["model"]["latent_size"], config["model"]["image_size"])
     except ValueError as err:
-        raise CheckpointError(f"{config_path}: {err}") from err
+        raise RunDirError(f"{config_path}: {err}") from err
     weights = run_dir / WEIGHTS
     if not weights.is_file():
-        raise CheckpointError(f"{weights} is missing")
+        raise RunDirError(f"{weights} is missing")
     try:
         state = load_file(str(weights))
     except (SafetensorError, OSError, ValueError) as err:
-        raise CheckpointError(
+        raise RunDirError(
             f"{weights} is not a readable safetensors file (truncated, corrupt, or another format such as a "
             f"pickle; entropy-ae never unpickles): {err}"
         ) from err
     problem = _describe_mismatch(model.state_dict(), state, weights, config_path, model)
     if problem:
-        raise CheckpointError(problem)
+        raise RunDirError(problem)
     model.load_state_dict(state, strict=True)
     model.to(resolve_device(device)).eval()
     return model, config
@@ -364,17 +335,10 @@ def extract_latents(
             f"data {data.name!r} has {data.image_size}x{data.image_size} images but the model in {run_dir} "
             f"takes {model.image_size}x{model.image_size}; load the data with image_size={model.image_size}"
         )
-    labels = np.asarray(data.test_labels)
-    splits = {
-        "train_normal": data.train,
-        "val_normal": data.val,
-        "test_normal": data.test[labels == 0],
-        "test_abnormal": data.test[labels == 1],
-    }
     latents = {}
-    for name in LATENT_SPLITS:
-        images = splits[name]
-        if images is None or len(images) == 0:
+    for name in SPLITS:
+        images = data.split(name)
+        if len(images) == 0:
             latents[name] = np.zeros((0, model.latent_size), dtype=np.float32)
         else:
             latents[name] = encode_images(model, images, batch_size=batch_size)
@@ -385,7 +349,7 @@ def data_from_config(config: dict) -> AnomalyData:
     """Rebuild the data a run was trained on from its ``config.json`` content."""
     spec = config.get("data")
     if spec is None:
-        raise CheckpointError(f"{CONFIG} has no 'data' spec; pass the data explicitly")
+        raise RunDirError(f"{CONFIG} has no 'data' spec; pass the data explicitly")
     # The spec dict carries its own split seed and image size; image_size only fills a gap.
     try:
         return load_data(spec, image_size=config["model"]["image_size"])

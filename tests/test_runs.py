@@ -12,12 +12,11 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from entropy_ae.checkpoint import (
-    CheckpointError, extract_latents, is_complete, load_loss_history, load_metrics, load_model, run_training,
-    save_run,
+from entropy_ae.runs import (
+    RunDirError, extract_latents, is_complete, load_loss_history, load_metrics, load_model, save_run,
 )
 from entropy_ae.evaluation import encode_images, evaluate_model
-from entropy_ae.training import TrainConfig, train_model
+from entropy_ae.training import TrainConfig, run_training, train_model
 
 from .conftest import make_tiny_data
 
@@ -118,13 +117,13 @@ def edit_config(run_dir, **model_fields):
 
 def test_latent_size_edited_in_config_is_refused(run_dir):
     edit_config(run_dir, latent_size=4)
-    with pytest.raises(CheckpointError, match=r"weights\.safetensors holds weights for latent_size=3.*config\.json"):
+    with pytest.raises(RunDirError, match=r"weights\.safetensors holds weights for latent_size=3.*config\.json"):
         load_model(run_dir)
 
 
 def test_image_size_edited_in_config_is_refused(run_dir):
     edit_config(run_dir, image_size=32)
-    with pytest.raises(CheckpointError, match=r"encoder_fc\.1\.weight has shape"):
+    with pytest.raises(RunDirError, match=r"encoder_fc\.1\.weight has shape"):
         load_model(run_dir)
 
 
@@ -132,14 +131,14 @@ def test_truncated_weights_are_refused(run_dir):
     path = run_dir / "weights.safetensors"
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(CheckpointError, match=r"weights\.safetensors is not a readable safetensors file"):
+    with pytest.raises(RunDirError, match=r"weights\.safetensors is not a readable safetensors file"):
         load_model(run_dir)
 
 
 def test_garbled_weights_are_refused(run_dir):
     path = run_dir / "weights.safetensors"
     path.write_bytes(os.urandom(path.stat().st_size))
-    with pytest.raises(CheckpointError, match=r"weights\.safetensors"):
+    with pytest.raises(RunDirError, match=r"weights\.safetensors"):
         load_model(run_dir)
 
 
@@ -148,7 +147,7 @@ def test_nan_weights_are_refused(run_dir):
     state = load_file(str(path))
     state["decoder_fc.0.weight"][0, 0] = float("nan")
     save_file(state, str(path))
-    with pytest.raises(CheckpointError, match="decoder_fc.0.weight holds NaN"):
+    with pytest.raises(RunDirError, match="decoder_fc.0.weight holds NaN"):
         load_model(run_dir)
 
 
@@ -161,7 +160,7 @@ def test_missing_or_extra_tensors_are_refused(run_dir, change):
     else:
         state["backdoor.weight"] = torch.zeros(2)
     save_file(state, str(path))
-    with pytest.raises(CheckpointError, match="missing tensors" if change == "drop" else "unexpected tensors"):
+    with pytest.raises(RunDirError, match="missing tensors" if change == "drop" else "unexpected tensors"):
         load_model(run_dir)
 
 
@@ -179,12 +178,12 @@ def test_pickle_renamed_to_weights_is_refused_without_unpickling(run_dir, tmp_pa
     marker = tmp_path / "unpickled"
     with open(run_dir / "weights.safetensors", "wb") as f:
         pickle.dump({"state_dict": _Payload(marker)}, f)
-    with pytest.raises(CheckpointError, match="never unpickles"):
+    with pytest.raises(RunDirError, match="never unpickles"):
         load_model(run_dir)
     assert not marker.exists()
 
     torch.save(CONFIG.to_dict(), run_dir / "weights.safetensors")  # a torch.save zip archive
-    with pytest.raises(CheckpointError, match=r"weights\.safetensors"):
+    with pytest.raises(RunDirError, match=r"weights\.safetensors"):
         load_model(run_dir)
 
 
@@ -207,14 +206,14 @@ def test_broken_run_directories_are_refused(run_dir, problem):
     else:
         run_dir = run_dir / "nope"
         match = "does not exist"
-    with pytest.raises(CheckpointError, match=match):
+    with pytest.raises(RunDirError, match=match):
         load_model(run_dir)
 
 
 def test_incomplete_run_has_no_metrics(run_dir):
     (run_dir / "metrics.json").unlink()
     assert not is_complete(run_dir)
-    with pytest.raises(CheckpointError, match="not complete"):
+    with pytest.raises(RunDirError, match="not complete"):
         load_metrics(run_dir)
 
 
@@ -252,7 +251,7 @@ def test_json_files_are_strict():
 
     import numpy as np
 
-    from entropy_ae.jsonio import to_json
+    from entropy_ae.io import to_json
 
     text = to_json({"a": float("nan"), "b": [np.float32(0.5), np.int64(3), (float("inf"), 1)], 2: "x"})
     assert json.loads(text, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}")) == {

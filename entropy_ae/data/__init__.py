@@ -19,8 +19,8 @@ CONTRACT (other modules rely only on this):
 Sources (spec strings)
 ----------------------
 ``synthetic`` / ``synthetic[k=4,n_train=1000,...]``
-    The built-in synthetic data (:mod:`entropy_ae.synthetic`), rendered directly at
-    ``image_size``. Keys are the fields of :class:`entropy_ae.synthetic.SyntheticConfig`.
+    The built-in synthetic data (:mod:`entropy_ae.data.synthetic`), rendered directly at
+    ``image_size``. Keys are the fields of :class:`entropy_ae.data.synthetic.SyntheticConfig`.
 ``digits`` / ``digits:C``
     scikit-learn's bundled 8x8 digits (no download); class C (default 0) is normal.
 ``<folder>``
@@ -50,7 +50,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from entropy_ae import synthetic as _synthetic
+from entropy_ae.data import synthetic as _synthetic
 
 
 class DataError(ValueError):
@@ -70,6 +70,21 @@ class AnomalyData:
     @property
     def image_size(self) -> int:
         return int(self.train.shape[-1])
+
+    def split(self, name: str) -> np.ndarray:
+        """The images of one split (see :data:`SPLITS`): ``train_normal``, ``val_normal``,
+        ``test_normal`` or ``test_abnormal``."""
+        if name not in SPLITS:
+            raise DataError(f"unknown split {name!r}; the splits are {', '.join(SPLITS)}")
+        if name == "train_normal":
+            return self.train
+        if name == "val_normal":
+            return self.val
+        return self.test[self.test_labels == (0 if name == "test_normal" else 1)]
+
+
+# The four image sets every run is judged on, by their one name in code, CLI, files and docs.
+SPLITS = ("train_normal", "val_normal", "test_normal", "test_abnormal")
 
 
 VALID_SPECS = (

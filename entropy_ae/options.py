@@ -1,0 +1,104 @@
+"""Command-line pieces every ``entropy-ae`` command shares (argparse only: no torch, no scikit-learn).
+
+The ``entropy-ae`` entry point lives in the top layer (:mod:`analysis.cli`); the options that
+commands of both layers take -- the data spec, integer types, the one-line error format -- live
+here, in the core, so the analysis layer imports them and the core never imports the analysis
+layer. :func:`load_data_from_args` is the one place where parsed options become data.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+DATA_HELP = (
+    "data spec: 'synthetic' (the built-in synthetic data), 'synthetic[k=4,n_train=1000,n_test=400]', "
+    "'digits' or 'digits:C' (scikit-learn digits, class C normal), a folder in the medical AD "
+    "benchmark layout, or a MedMNIST-style .npz file"
+)
+
+
+class Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose usage errors are one line ``entropy-ae: error: ...`` (status 2).
+
+    ``add_subparsers`` builds subcommand parsers of the parent's class, so every subcommand
+    reports errors this way.
+    """
+
+    def error(self, message: str):
+        self.exit(2, f"entropy-ae: error: {message} (see '{self.prog} --help')\n")
+
+
+def _int_at_least(minimum: int, what: str):
+    """An argparse ``type`` accepting integers >= ``minimum``, with a message naming the expectation."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected a {what} integer, got {text!r}")
+        return value
+
+    parse.__name__ = f"{what} integer"
+    return parse
+
+
+positive_int = _int_at_least(1, "positive")
+non_negative_int = _int_at_least(0, "non-negative")
+
+
+def parse_int_list(text, name: str = "list") -> list[int]:
+    """Parse ``"1,2,4"`` (or a list of integers) into sorted distinct non-negative integers.
+
+    Raises ValueError naming ``name`` and the expected form.
+    """
+    if isinstance(text, (list, tuple)):
+        values = list(text)
+    else:
+        try:
+            values = [int(v) for v in str(text).replace(" ", "").split(",") if v != ""]
+        except ValueError as err:
+            raise ValueError(f"{name} must be comma-separated integers such as 1,2,4, got {text!r}") from err
+    # numpy integers pass through int(); bools and floats do not count as integers here
+    if not values or any(isinstance(v, bool) or not hasattr(v, "__index__") or v < 0 for v in values):
+        raise ValueError(f"{name} must be a non-empty list of non-negative integers, got {text!r}")
+    return sorted(set(int(v) for v in values))
+
+
+def int_list(text: str) -> list[int]:
+    """An argparse ``type`` for ``1,2,4`` (see :func:`parse_int_list`)."""
+    try:
+        return parse_int_list(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def add_data_options(parser: argparse.ArgumentParser, *, data_default: str | None,
+                     data_help: str | None = None, seed_help: str | None = None) -> None:
+    """Add ``--data``, ``--normal-labels`` and ``--data-seed``.
+
+    With ``data_default=None`` the data are optional (a command that falls back on a run's own
+    data); ``data_help`` and ``seed_help`` replace the generic help texts for one command.
+    """
+    if data_help is None:
+        data_help = DATA_HELP + ("; default: the data recorded in the run's config.json" if data_default is None
+                                 else f" (default: {data_default})")
+    parser.add_argument("--data", metavar="SPEC", default=data_default, help=data_help)
+    only = "" if data_default is not None else " (only with --data)"
+    parser.add_argument("--normal-labels", metavar="LABELS", default=None,
+                        help="for a .npz file: comma-separated labels that count as normal, e.g. '0' or '0,1'" + only)
+    if seed_help is None:
+        seed_help = ("seed of the train/val/test split and of synthetic data generation (default: 0); "
+                     "kept apart from the training seed so every training seed sees the same data" + only)
+    parser.add_argument("--data-seed", type=non_negative_int, default=0, metavar="S", help=seed_help)
+
+
+def load_data_from_args(args: argparse.Namespace, image_size: int):
+    """The :class:`~entropy_ae.data.AnomalyData` that ``--data``, ``--normal-labels`` and ``--data-seed`` name."""
+    from .data import load_data
+
+    kwargs = {"image_size": image_size, "seed": args.data_seed}
+    if args.normal_labels is not None:
+        kwargs["normal_labels"] = args.normal_labels
+    return load_data(args.data, **kwargs)

@@ -18,7 +18,7 @@ Throughput is training images per second (forward + backward + step),
 median over ``--repeats`` alternating repeats; the ratio is entropy-ae / paper-style.
 ``--memory-format`` also times the entropy-ae loop with contiguous (NCHW) conv
 weights instead of its CPU default, channels-last
-(``entropy_ae.training.training_memory_format``), in the same alternation.
+(``entropy_ae.training.loop.training_memory_format``), in the same alternation.
 
 Usage::
 
@@ -42,7 +42,7 @@ from torch.utils.data import DataLoader, Dataset
 from entropy_ae.data import load_data
 from entropy_ae.model import Autoencoder
 from entropy_ae.reproducibility import environment_info, resolve_device, seed_everything
-from entropy_ae import training
+from entropy_ae.training import loop as training
 from entropy_ae.training import TrainConfig, train_model
 
 

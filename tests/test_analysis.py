@@ -343,11 +343,12 @@ def test_help_texts_and_defaults_of_the_analysis_commands(capsys):
     assert _parse(["sweep", "--out", "x"]).device == "auto" and _parse(["study"]).device == "auto"
     assert _parse(["train", "--out", "x"]).device == "auto"
     assert _parse(["sweep", "--out", "x"]).overwrite is False
-    # study: --copy-figures-to as for report; the old --figures-dir still works, with a notice
+    # study and report: --copy-figures-to, the same option with the same meaning
     assert _parse(["study", "--copy-figures-to", "f"]).copy_figures_to == "f"
-    assert _parse(["study", "--figures-dir", "g"]).copy_figures_to == "g"
-    assert "--figures-dir is deprecated here; use --copy-figures-to" in capsys.readouterr().err
-    assert _parse(["report", "d", "--figures-dir", "h"]).figures_dir == "h"
+    for command in (["study"], ["report", "d"]):  # one name, one meaning: figures go to DIR/figures
+        with pytest.raises(SystemExit):
+            _parse([*command, "--figures-dir", "g"])
+    assert "unrecognized arguments: --figures-dir" in capsys.readouterr().err
 
 
 def test_gaussian_bound_of_too_few_codes_is_minus_inf_with_a_warning():

@@ -30,7 +30,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from entropy_ae import batched
+from entropy_ae.training import batched, planning
 from entropy_ae.training.batched import (
     BatchedOptions,
     StackedAutoencoder,
@@ -233,7 +233,7 @@ def test_memory_estimate_is_linear_in_models():
 
 def test_automatic_cap_fits_the_memory(data, monkeypatch):
     per_model = estimate_group_bytes(1, 4, 16, 16)
-    monkeypatch.setattr(batched, "available_memory_bytes", lambda device: int(2.5 * per_model) + data.train.nbytes)
+    monkeypatch.setattr(planning, "available_memory_bytes", lambda device: int(2.5 * per_model) + data.train.nbytes)
     sizes = []
     real = batched._train_group
 

@@ -62,3 +62,11 @@ def test_help_imports_neither_torch_nor_scikit_learn(argv):
     assert result["code"] == 0, done.stderr
     assert "torch" not in result["heavy"] and "sklearn" not in result["heavy"], result["heavy"]
     assert "usage: entropy-ae" in done.stdout
+
+
+def test_the_startup_benchmark_runs_and_reports_every_command():
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "cli_startup.py"), "--repeats", "1"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert done.returncode == 0, done.stderr
+    for command in COMMANDS:
+        assert f"`entropy-ae {command} --help`" in done.stdout

@@ -11,7 +11,7 @@ from torch import nn
 from entropy_ae.evaluation import anomaly_maps, best_dice, evaluate_model, image_scores, threshold_at_fpr
 from entropy_ae.model import Autoencoder
 from entropy_ae.reproducibility import seed_everything
-from entropy_ae import training
+from entropy_ae.training import loop as training
 from entropy_ae.training import TrainConfig, train_model
 
 from .conftest import make_tiny_data

@@ -1,51 +1,35 @@
-"""Train many autoencoders at once: one set of kernels for every (latent size, seed).
+"""Train a grid of autoencoders at once, with the results of training each alone.
 
-A latent-size study trains the same small AE 24 times (8 latent sizes x 3 seeds).
-Run one after another, each training feeds a batch of 64 small images through
-~150 tiny kernels per step, so a GPU mostly waits for kernel launches. Here the M models of a group are stacked into one
-:class:`StackedAutoencoder` and trained in one loop:
+A latent-size study trains the same small AE many times (say 8 latent sizes x 3
+seeds). Run one after another, each training feeds a batch of 64 small images
+through ~150 tiny kernels per step, so a GPU mostly waits for kernel launches.
+Two strategies train a group of models together:
 
-* convolutions become grouped convolutions (``groups=M``, channels ``M*C``);
-  model m owns channel block m, so BatchNorm over ``M*C`` channels keeps its
-  batch statistics and running statistics per model;
-* linear layers become batched matrix products over a leading model axis
-  (``torch.baddbmm`` with weights ``(M, out, in)``);
-* each model draws its own batches (its seed fixes its data order), gathered
-  as one ``(batch, M, s, s)`` tensor;
-* the loss is the sum of the per-model MSEs, so each model's gradient is
-  exactly its own, and Adam (element-wise) steps each model as it would alone;
-* models of different latent sizes share the group's largest size D: the
-  encoder's last Linear gets zero rows and the decoder's first Linear zero
-  columns beyond a model's own d, and ``z[:, d:]`` is multiplied by 0. The
-  padded weights then receive exactly zero gradient and Adam leaves them at
-  exactly zero, so the padded model computes the small model's function.
+``stacked`` (the default on CUDA)
+    The group becomes one :class:`~entropy_ae.training.stacked.StackedAutoencoder`
+    trained in one loop: each model draws its own batches (its seed fixes its
+    data order), gathered as one ``(batch, M, s, s)`` tensor; the loss is the
+    sum of the per-model MSEs, so each model's gradient is exactly its own, and
+    Adam (element-wise) steps each model as it would alone.
+``per_core`` (the default on CPU)
+    The group's models train at the same time, one per worker thread, each
+    running :func:`~entropy_ae.training.loop.train_model` on a single intra-op
+    thread. A CPU is not launch-bound and oneDNN's grouped kernels are slower
+    than M separate ones; separate models on separate cores are not (the
+    measurements are on the docs' sweep benchmark page).
 
 Each result equals :func:`entropy_ae.training.train_model` run alone with the
-same config (same init, same data order, same optimiser). On CPU the stacked
-strategy with its default options is bit-identical (weights, BatchNorm
-buffers, loss history; tested): the two layer types whose stacked kernels
-would round differently run per model at the single model's shapes. On CUDA
-the fused kernels are used and results agree to float tolerance only (see
-``tests/test_batched.py`` for the tolerance and its reasoning). Trained
-weights are written back into ordinary :class:`Autoencoder` modules, so
-checkpoints are identical in format.
+same config (same init, same data order, same optimiser). On CPU both
+strategies with their default options are bit-identical to it (weights,
+BatchNorm buffers, loss history; tested): the two layer types whose stacked
+kernels would round differently run per model at the single model's shapes.
+On CUDA the fused kernels are used and results agree to float tolerance only
+(see ``tests/test_batched.py`` for the tolerance and its reasoning). Trained
+weights are written back into ordinary :class:`~entropy_ae.model.Autoencoder`
+modules, so run directories are identical in format.
 
-Speed. The point is the GPU, where one small AE leaves the device idle and
-stacking 24 models turns 24 streams of tiny kernels into one of large ones
-(GPU figures: still to be measured, see ``benchmarks/sweep.py --gpu``). A
-CPU is not launch-bound, and oneDNN's grouped kernels are slower than M
-separate ones (``benchmarks/sweep.py`` times the stacked strategy too), so on CPU the default is the other
-strategy, ``per_core``: the group's models train at the same time, one per
-worker thread, each running :func:`~entropy_ae.training.train_model` on a
-single intra-op thread. On an idle 2-core machine that measured 1.3x faster
-than one model after another on both cores (one model already scales well
-to two threads); with one core busy with other work, 2.5x, because no model
-waits at a two-thread barrier for the busy core (README, "Batched sweeps",
-for the figures and the command).
-
-Memory grows linearly with the number of models M per group (see
-:func:`estimate_group_bytes`); ``max_models_per_group=None`` caps M so a group
-fits the device (CUDA: free memory; CPU: available RAM).
+Groups are planned by :mod:`entropy_ae.training.planning` so each fits the
+device's memory.
 """
 
 from __future__ import annotations
@@ -61,13 +45,14 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from ..runs import check_not_complete, save_run
 from ..data import AnomalyData
 from ..evaluation import evaluate_model
-from ..model import CHANNELS, HIDDEN, Autoencoder, count_parameters
+from ..model import Autoencoder
 from ..reproducibility import resolve_device
+from .planning import group_cap, available_memory_bytes, estimate_group_bytes, plan_groups
+from .stacked import StackedAutoencoder
 from .loop import (
     TrainConfig,
     check_finite_weights,
@@ -87,16 +72,6 @@ __all__ = [
     "available_memory_bytes",
     "plan_groups",
 ]
-
-# Fraction of the free memory a group may plan to use: the rest covers the
-# allocator's fragmentation, kernel workspaces and the caller's own tensors.
-CUDA_MEMORY_FRACTION = 0.8
-CPU_MEMORY_FRACTION = 0.5
-# Adam keeps parameter, gradient, first and second moment: 4 float32 copies.
-_PARAM_COPIES = 4
-# Saved activations are measured; gradients of activations and kernel
-# workspaces during backward add roughly as much again.
-_ACTIVATION_SAFETY = 2.0
 
 
 @dataclass(frozen=True)
@@ -157,413 +132,6 @@ class BatchedOptions:
     split_edge_convs: bool | None = None
     ragged_latent: bool | None = None
 
-
-# --------------------------------------------------------------------------- model
-
-
-class StackedLinear(nn.Module):
-    """M independent ``nn.Linear(in_features, out_features)`` on input ``(M, n, in)``.
-
-    ``ragged = (in_sizes, out_sizes)`` makes model i use only the leading
-    ``in_sizes[i] x out_sizes[i]`` block of its (zero-padded) weight, with one
-    ``F.linear`` per model: exactly the kernel, shape and so the rounding of the
-    unpadded model. The output's unused columns are exact zeros.
-    """
-
-    def __init__(self, num_models: int, in_features: int, out_features: int):
-        super().__init__()
-        self.weight = nn.Parameter(torch.empty(num_models, out_features, in_features))
-        self.bias = nn.Parameter(torch.empty(num_models, out_features))
-        self.ragged: tuple[tuple[int, ...], tuple[int, ...]] | None = None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.ragged is None:
-            return torch.baddbmm(self.bias.unsqueeze(1), x, self.weight.transpose(1, 2))
-        out_features = self.weight.shape[1]
-        outs = []
-        for i, (n_in, n_out) in enumerate(zip(*self.ragged)):
-            # Contiguous slices: the single model's weights and inputs are contiguous too.
-            y = F.linear(
-                x[i, :, :n_in].contiguous(),
-                self.weight[i, :n_out, :n_in].contiguous(),
-                self.bias[i, :n_out],
-            )
-            outs.append(F.pad(y, (0, out_features - n_out)))
-        return torch.stack(outs)
-
-
-class StackedBatchNorm1d(nn.BatchNorm1d):
-    """``BatchNorm1d(M * features)`` applied to input ``(M, n, features)``.
-
-    Channel block m holds model m's statistics, so they stay per model.
-    """
-
-    def __init__(self, num_models: int, num_features: int):
-        super().__init__(num_models * num_features)
-        self.num_models = num_models
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        m, n, f = x.shape
-        y = super().forward(x.transpose(0, 1).reshape(n, m * f))
-        return y.view(n, m, f).transpose(0, 1)
-
-
-class _EdgeConv2d(nn.Conv2d):
-    """Grouped conv that can run its groups one by one (``split=True``).
-
-    The first encoder conv (1 input channel per model) and the last decoder
-    conv (1 output channel per model) are the two layers whose grouped CPU
-    kernels sum the weight gradient in a different order from the single
-    model's kernel. Run per model, they reproduce it bit for bit.
-    """
-
-    split = False
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.split:
-            return super().forward(x)
-        return torch.cat(
-            [
-                F.conv2d(xi, wi, None, self.stride, self.padding)
-                for xi, wi in zip(x.chunk(self.groups, 1), self.weight.chunk(self.groups))
-            ],
-            1,
-        )
-
-
-class _EdgeConvTranspose2d(nn.ConvTranspose2d):
-    """Transposed counterpart of :class:`_EdgeConv2d` (the decoder's output layer)."""
-
-    split = False
-
-    def forward(self, x: torch.Tensor, output_size=None) -> torch.Tensor:
-        if not self.split:
-            return super().forward(x)
-        m = self.groups
-        biases = self.bias.chunk(m) if self.bias is not None else [None] * m
-        return torch.cat(
-            [
-                F.conv_transpose2d(xi, wi, bi, self.stride, self.padding)
-                for xi, wi, bi in zip(x.chunk(m, 1), self.weight.chunk(m), biases)
-            ],
-            1,
-        )
-
-
-class StackedAutoencoder(nn.Module):
-    """M :class:`Autoencoder` s of one image size as one module.
-
-    Its state_dict has the same keys as an ``Autoencoder``'s; conv and
-    BatchNorm tensors hold the M models' tensors concatenated along dim 0,
-    linear tensors stacked along a new dim 0. Latent sizes below the largest,
-    D, are zero-padded and masked (see the module docstring).
-
-    Input ``(n, M, s, s)`` (image i of model m at ``[i, m]``); output
-    ``(x_hat (n, M, s, s), z (M, n, D))``.
-    """
-
-    def __init__(self, latent_sizes: Sequence[int], image_size: int):
-        super().__init__()
-        if not latent_sizes:
-            raise ValueError("StackedAutoencoder needs at least one latent size")
-        m = len(latent_sizes)
-        d_max = max(latent_sizes)
-        self.num_models = m
-        self.latent_sizes = tuple(int(d) for d in latent_sizes)
-        self.image_size = image_size
-        side = image_size // 16
-        self._feature_shape = (CHANNELS[-1], side, side)
-        flat = CHANNELS[-1] * side * side
-
-        enc = []
-        c_in = 1
-        for i, c_out in enumerate(CHANNELS):
-            conv = _EdgeConv2d if i == 0 else nn.Conv2d
-            enc += [
-                conv(m * c_in, m * c_out, 4, 2, 1, bias=False, groups=m),
-                nn.BatchNorm2d(m * c_out),
-                nn.ReLU(True),
-            ]
-            c_in = c_out
-        self.encoder_conv = nn.Sequential(*enc)
-        # Index 0 of the single model's encoder_fc is Flatten: keep the
-        # indices (and so the state_dict keys) the same.
-        self.encoder_fc = nn.Sequential(
-            nn.Identity(),
-            StackedLinear(m, flat, HIDDEN),
-            StackedBatchNorm1d(m, HIDDEN),
-            nn.ReLU(True),
-            StackedLinear(m, HIDDEN, d_max),
-        )
-        self.decoder_fc = nn.Sequential(
-            StackedLinear(m, d_max, HIDDEN),
-            StackedBatchNorm1d(m, HIDDEN),
-            nn.ReLU(True),
-            StackedLinear(m, HIDDEN, flat),
-        )
-        dec = []
-        c_in = CHANNELS[-1]
-        decoder_channels = CHANNELS[-2::-1] + (1,)
-        for i, c_out in enumerate(decoder_channels):
-            last = i == len(decoder_channels) - 1
-            conv = _EdgeConvTranspose2d if last else nn.ConvTranspose2d
-            dec.append(conv(m * c_in, m * c_out, 4, 2, 1, bias=last, groups=m))
-            if not last:
-                dec += [nn.BatchNorm2d(m * c_out), nn.ReLU(True)]
-            c_in = c_out
-        self.decoder_conv = nn.Sequential(*dec)
-
-        self._ragged = False
-        if min(self.latent_sizes) < d_max:
-            mask = torch.zeros(m, 1, d_max)
-            for i, d in enumerate(self.latent_sizes):
-                mask[i, 0, :d] = 1.0
-            self.register_buffer("latent_mask", mask, persistent=False)
-        else:
-            self.latent_mask = None
-
-    # -- stacking ---------------------------------------------------------------
-
-    @classmethod
-    def from_models(cls, models: Sequence[Autoencoder]) -> "StackedAutoencoder":
-        """Stack trained or freshly initialised models (copies their tensors)."""
-        sizes = {mod.image_size for mod in models}
-        if len(sizes) != 1:
-            raise ValueError(f"all models of a group need one image_size, got {sorted(sizes)}")
-        stacked = cls([mod.latent_size for mod in models], sizes.pop())
-        states = [mod.state_dict() for mod in models]
-        own = stacked.state_dict()
-        new = {}
-        for key, target in own.items():
-            parts = [s[key].to(target.device) for s in states]
-            if target.ndim == 0:  # num_batches_tracked: one counter for the group
-                counts = {int(p) for p in parts}
-                if len(counts) != 1:
-                    raise ValueError(f"models disagree on {key} ({sorted(counts)}); train them in separate groups")
-                new[key] = parts[0].clone()
-            elif target.ndim == parts[0].ndim + 1:  # linear: new model axis
-                new[key] = torch.stack([_pad_to(p, target.shape[1:]) for p in parts])
-            else:  # conv / BatchNorm: channel blocks
-                new[key] = torch.cat(parts)
-        stacked.load_state_dict(new)
-        return stacked
-
-    def unstack(self) -> list[Autoencoder]:
-        """Ordinary :class:`Autoencoder` s (on this module's device, in its train/eval mode)."""
-        state = self.state_dict()
-        device = next(self.parameters()).device
-        models = []
-        for i, d in enumerate(self.latent_sizes):
-            model = Autoencoder(d, self.image_size).to(device)
-            single = {}
-            for key, ref in model.state_dict().items():
-                src = state[key]
-                if src.ndim == 0:
-                    part = src
-                elif src.ndim == ref.ndim + 1:
-                    part = src[i]
-                else:
-                    part = src.chunk(self.num_models)[i]
-                # Padding is always at the end: slicing to the small shape undoes it.
-                single[key] = part[tuple(slice(0, n) for n in ref.shape)].clone()
-            model.load_state_dict(single)
-            model.train(self.training)
-            models.append(model)
-        return models
-
-    # -- computation -------------------------------------------------------------
-
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        n = x.shape[0]
-        h = self.encoder_conv(x).reshape(n, self.num_models, -1).transpose(0, 1)
-        z = self.encoder_fc(h)
-        if self.latent_mask is not None and not self._ragged:
-            # Zero the padded units: their weights then get exactly zero gradient.
-            z = z * self.latent_mask
-        return z
-
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        n = z.shape[1]
-        c, side, _ = self._feature_shape
-        h = self.decoder_fc(z).transpose(0, 1).reshape(n, self.num_models * c, side, side)
-        return self.decoder_conv(h)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        z = self.encode(x)
-        return self.decode(z), z
-
-    def split_edge_convs(self, split: bool = True) -> "StackedAutoencoder":
-        """Run the first and last conv per model (bit-identical CPU gradients); returns self."""
-        self.encoder_conv[0].split = bool(split)
-        self.decoder_conv[-1].split = bool(split)
-        return self
-
-    def ragged_latent(self, ragged: bool = True) -> "StackedAutoencoder":
-        """Compute the two latent-size Linears per model at their own size; returns self.
-
-        Off (the default), models of smaller latent size run padded to the
-        largest and masked: one batched kernel, equal up to rounding. On, each
-        model's latent layers run at its own shape with ``F.linear``, as in the
-        single model: bit-identical on CPU, at the cost of 2 x M small kernels
-        per pass.
-        """
-        # Also without padding: a batched product with a narrow output rounds
-        # unlike F.linear's addmm, so the per-model kernel is needed anyway.
-        self._ragged = bool(ragged)
-        enc, dec = self.encoder_fc[-1], self.decoder_fc[0]
-        if self._ragged:
-            enc.ragged = ((enc.weight.shape[2],) * self.num_models, self.latent_sizes)
-            dec.ragged = (self.latent_sizes, (dec.weight.shape[1],) * self.num_models)
-        else:
-            enc.ragged = dec.ragged = None
-        return self
-
-
-def _pad_to(t: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
-    """Zero-pad ``t`` at the end of each dim up to ``shape``."""
-    if tuple(t.shape) == tuple(shape):
-        return t
-    out = t.new_zeros(tuple(shape))
-    out[tuple(slice(0, n) for n in t.shape)] = t
-    return out
-
-
-# --------------------------------------------------------------------------- memory
-
-
-def available_memory_bytes(device: torch.device) -> int:
-    """Memory a group may plan to use on ``device`` now (bytes).
-
-    CUDA: ``CUDA_MEMORY_FRACTION`` of the free memory reported by
-    ``torch.cuda.mem_get_info``. CPU: ``CPU_MEMORY_FRACTION`` of the available
-    RAM (``MemAvailable`` of /proc/meminfo, else free physical pages).
-    """
-    device = torch.device(device)
-    if device.type == "cuda":
-        free, _total = torch.cuda.mem_get_info(device)
-        return int(free * CUDA_MEMORY_FRACTION)
-    avail = None
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    avail = int(line.split()[1]) * 1024
-                    break
-    except OSError:
-        pass
-    if avail is None:
-        try:
-            avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        except (ValueError, OSError, AttributeError):
-            avail = 4 * 2**30  # no way to ask: assume a modest 4 GiB
-    return int(avail * CPU_MEMORY_FRACTION)
-
-
-_ACTIVATION_CACHE: dict[tuple[int, int], int] = {}
-
-
-def activation_bytes_per_image(image_size: int, latent_size: int) -> int:
-    """Bytes autograd saves per image per model for one training step.
-
-    Measured once per (image_size, latent_size) by summing the distinct
-    tensors a 2-image forward of the stacked model saves for backward.
-    About 0.5 MiB per 64x64 image.
-    """
-    key = (image_size, latent_size)
-    if key not in _ACTIVATION_CACHE:
-        model = StackedAutoencoder([latent_size], image_size)
-        seen: dict[tuple, int] = {}
-
-        def pack(t: torch.Tensor):
-            if t.device.type != "meta":
-                seen[(t.untyped_storage().data_ptr(), t.storage_offset(), t.numel())] = (
-                    t.numel() * t.element_size()
-                )
-            return t
-
-        x = torch.zeros(2, 1, image_size, image_size)
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            model(x)
-        params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-        total = sum(b for (ptr, _o, _n), b in seen.items() if ptr not in params)
-        _ACTIVATION_CACHE[key] = int(math.ceil(total / 2))
-    return _ACTIVATION_CACHE[key]
-
-
-def estimate_group_bytes(num_models: int, batch_size: int, image_size: int, latent_size: int) -> int:
-    """Peak memory (bytes) of training ``num_models`` models in one group.
-
-    Linear in the number of models M::
-
-        M * (4 copies * 4 B * parameters(latent_size)           # param, grad, Adam m and v
-             + safety * batch_size * activation_bytes_per_image)
-
-    At 64x64, d = 16, batch 64: 4 * 4 B * 2.35e6 = 36 MiB of parameter state
-    plus 2 * 64 * 0.5 MiB = 64 MiB of activations, about 100 MiB per model
-    (2.4 GiB for the 24 models of a Table-1 sweep). The training images
-    (shared by all models) are not included.
-    """
-    with torch.device("meta"):
-        params = count_parameters(Autoencoder(latent_size, image_size))
-    per_model = _PARAM_COPIES * 4 * params + _ACTIVATION_SAFETY * batch_size * activation_bytes_per_image(
-        image_size, latent_size
-    )
-    return int(num_models * per_model)
-
-
-def _memory_cap(device: torch.device, batch_size: int, image_size: int, latent_size: int, data_bytes: int) -> int:
-    budget = available_memory_bytes(device) - data_bytes
-    per_model = estimate_group_bytes(1, batch_size, image_size, latent_size)
-    return max(1, int(budget // per_model))
-
-
-# --------------------------------------------------------------------------- grouping
-
-
-def _group_key(config, device: torch.device) -> tuple:
-    # Models in one group step together, so they must share everything that
-    # sets the number and size of steps and the optimiser.
-    return (str(device), config.epochs, config.batch_size, float(config.lr))
-
-
-def plan_groups(
-    configs: Sequence, devices: Sequence[torch.device], caps: Sequence[int] | int
-) -> list[list[int]]:
-    """Split config indices into groups that can be trained together.
-
-    Configs are grouped by (device, epochs, batch_size, lr); within one such
-    class they are sorted by latent size (so a chunk pads little) and cut into
-    chunks of at most ``cap`` models.
-
-    Parameters
-    ----------
-    configs : sequence of TrainConfig
-    devices : sequence of torch.device, one per config (resolved)
-    caps : int or sequence of int
-        Largest group size, one number for all or one per config (the cap of
-        a chunk is that of its largest-latent-size member).
-
-    Returns
-    -------
-    list of list of int
-        Indices into ``configs``; every index appears exactly once.
-    """
-    if isinstance(caps, int):
-        caps = [caps] * len(configs)
-    if any(c < 1 for c in caps):
-        raise ValueError(f"max_models_per_group must be >= 1, got {min(caps)}")
-    classes: dict[tuple, list[int]] = {}
-    for i, (cfg, dev) in enumerate(zip(configs, devices)):
-        classes.setdefault(_group_key(cfg, dev), []).append(i)
-    groups = []
-    for members in classes.values():
-        # Largest latent size first: a chunk's cap comes from its largest member.
-        members = sorted(members, key=lambda i: (-configs[i].latent_size, configs[i].seed, i))
-        while members:
-            cap = caps[members[0]]
-            groups.append(members[:cap])
-            members = members[cap:]
-    return groups
 
 
 # --------------------------------------------------------------------------- training
@@ -759,7 +327,7 @@ def _trained_groups(data, configs, max_models_per_group, progress, options):
     data_bytes = int(np.asarray(data.train).nbytes)
     if max_models_per_group is None:
         caps = [
-            _memory_cap(dev, cfg.batch_size, image_size, cfg.latent_size, data_bytes)
+            group_cap(dev, cfg.batch_size, image_size, cfg.latent_size, data_bytes)
             for cfg, dev in zip(configs, devices)
         ]
     elif isinstance(max_models_per_group, bool) or not isinstance(max_models_per_group, int) or max_models_per_group < 1:

@@ -131,18 +131,19 @@ def _sweep(args, warn_mixed: bool = True):
 
 def sweep(args) -> int:
     from analysis.sweep import SweepError
+    from analysis.sweep.layout import RESULTS_CSV
 
     try:
         table = _sweep(args)
     except SweepError as err:
         print(f"entropy-ae: error: {err}", file=sys.stderr)
         return 1
-    print(f"{len(table)} completed runs; results in {Path(args.out) / 'results.csv'}")
+    print(f"{len(table)} completed runs; results in {Path(args.out) / RESULTS_CSV}")
     return 0
 
 
 def entropy(args) -> int:
-    from analysis.entropy import run_entropy
+    from analysis.measures import run_entropy
 
     _check_entropy_method(args.method)
     data = None
@@ -176,13 +177,14 @@ def report(args) -> int:
 
 def recommend(args) -> int:
     from analysis.recommend import recommend_from_data, write_recommendation
+    from analysis.sweep.layout import RECOMMENDATION
 
     if args.dir is None and args.data is None:
         raise ValueError("give a sweep directory (after a sweep) or --data SPEC (before any sweep)")
     if args.dir is not None:
         rec = write_recommendation(args.dir, args.criterion)
         print(to_json(rec))
-        print(f"written to {Path(args.dir) / 'recommendation.json'}", file=sys.stderr)
+        print(f"written to {Path(args.dir) / RECOMMENDATION}", file=sys.stderr)
         return 0
     print(to_json(recommend_from_data(load_data_from_args(args, image_size=args.image_size))))
     return 0
@@ -191,6 +193,7 @@ def recommend(args) -> int:
 def study(args) -> int:
     from analysis.report import write_report
     from analysis.sweep import SweepError
+    from analysis.sweep.layout import RECOMMENDATION
 
     start = time.perf_counter()
     try:
@@ -204,7 +207,7 @@ def study(args) -> int:
     if "latent_size" in rec:
         print(f"recommended latent size: {rec['latent_size']} ({rec['criterion']})")
     print(f"study done in {time.perf_counter() - start:.0f} s: report {done['markdown']} and {done['html']}, "
-          f"recommendation {Path(args.out) / 'recommendation.json'}"
+          f"recommendation {Path(args.out) / RECOMMENDATION}"
           + (f", figures copied to {args.copy_figures_to}" if args.copy_figures_to else ""))
     return 0
 

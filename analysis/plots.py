@@ -113,7 +113,7 @@ def plot_entropy_vs_latent_size(results: pd.DataFrame) -> Figure:
     raw differential entropy of 4096-pixel images is not on this scale); (2) I_sigma(Z), the
     information the code carries about its input at the dataset's noise level, with I_sigma(X_n)
     as a band between its lower and upper bound; (3) intrinsic dimension of Z with ID(X_n) as a
-    band spanning the TwoNN and MLE estimates +- 2 standard errors.
+    band spanning the TwoNN and Levina-Bickel (MLE) estimates +- 2 standard errors.
     """
     _check(results, ("h_z",))
     sizes = sorted(results["latent_size"].unique())
@@ -142,7 +142,8 @@ def plot_entropy_vs_latent_size(results: pd.DataFrame) -> Figure:
         ax_i.legend()
     _log2_axis(ax_i, sizes)
 
-    for column, label, colour in (("id_mle_z", "ID(Z), MLE", "tab:blue"), ("id_twonn_z", "ID(Z), TwoNN", "tab:purple")):
+    for column, label, colour in (("id_levina_bickel_z", "ID(Z), MLE", "tab:blue"),
+                                  ("id_twonn_z", "ID(Z), TwoNN", "tab:purple")):
         if column in results.columns:
             s = _summary(results, column)
             ax_d.errorbar(s.index, s["mean"], yerr=s["std"], marker="o", capsize=3, label=label, color=colour)
@@ -161,7 +162,7 @@ def plot_entropy_vs_latent_size(results: pd.DataFrame) -> Figure:
 
 def _id_band(results: pd.DataFrame):
     lows, highs = [], []
-    for est in ("mle", "twonn"):
+    for est in ("levina_bickel", "twonn"):
         value, err = f"id_{est}_x", f"id_{est}_x_stderr"
         if value in results.columns:
             v = results[value].mean()

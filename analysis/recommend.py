@@ -1,7 +1,7 @@
 """Recommend a latent size from NORMAL data only (never test labels).
 
 The paper's criterion is H(Z) = H(X_n): the code should hold all the information of the normal
-images and no more. :mod:`analysis.entropy` explains why the raw differential entropies cannot
+images and no more. :mod:`analysis.measures` explains why the raw differential entropies cannot
 be compared and what is compared instead. The rules here turn those comparable measurements into
 a latent size:
 
@@ -21,7 +21,13 @@ a latent size:
 
 Every rule reads only columns computed on normal images: the training-set codes and
 reconstruction errors and the normal-image reference. Test metrics (AUROC, AP, test
-reconstruction errors) are never read.
+reconstruction errors) are never read by a rule; :func:`regret` reads AUROC afterwards, for
+context only, beside the choice in ``recommendation.json`` (:func:`write_recommendation`, the one
+writer of that file, for ``entropy-ae recommend`` and ``entropy-ae report`` alike).
+
+The intrinsic dimension is read with the Levina-Bickel estimator by default (``estimator=``
+names a method of :data:`analysis.measures.intrinsic_dim.ID_METHODS`: columns ``id_<estimator>_z``
+and ``id_<estimator>_x``).
 """
 
 from __future__ import annotations
@@ -36,12 +42,13 @@ if TYPE_CHECKING:  # pandas is only passed in: the CLI reads RULES without payin
     import pandas as pd
 
 DEFAULT_CRITERION = "id_match"
+DEFAULT_ESTIMATOR = "levina_bickel"
 CANDIDATES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 # Columns a recommendation may read: all computed on normal (training) images only.
 NORMAL_ONLY_COLUMNS = frozenset({
     "dataset", "latent_size", "seed", "rec_error_train_normal", "final_loss",
-    "id_mle_z", "id_twonn_z", "info_z", "info_z_perdim", "h_z", "h_z_gaussian",
-    "id_mle_x", "id_twonn_x", "info_x", "sigma",
+    "id_levina_bickel_z", "id_twonn_z", "info_z", "info_z_perdim", "h_z", "h_z_gaussian",
+    "id_levina_bickel_x", "id_twonn_x", "info_x", "sigma",
 })
 
 
@@ -66,7 +73,7 @@ def _reference(results: pd.DataFrame, column: str) -> float:
     return float(np.mean(values))
 
 
-def id_match(results: pd.DataFrame, tolerance: float = 0.1, estimator: str = "mle") -> dict:
+def id_match(results: pd.DataFrame, tolerance: float = 0.1, estimator: str = DEFAULT_ESTIMATOR) -> dict:
     """Smallest latent size whose code reaches the intrinsic dimension of the normal images.
 
     The target is ``min(ID(X_n), max_d ID(Z_d))``: a briefly trained autoencoder may never
@@ -129,7 +136,7 @@ def rec_elbow(results: pd.DataFrame, tolerance: float = 0.1) -> dict:
 
 
 def from_intrinsic_dimension(id_x: float, candidates=CANDIDATES, id_stderr: float | None = None,
-                             estimator: str = "mle") -> dict:
+                             estimator: str = DEFAULT_ESTIMATOR) -> dict:
     """Cheap rule, before any sweep: the smallest candidate latent size >= round(ID(X_n))."""
     if not (isinstance(id_x, (int, float)) and math.isfinite(id_x) and id_x > 0):
         raise ValueError(f"intrinsic dimension must be a positive number, got {id_x!r}")
@@ -144,9 +151,9 @@ def from_intrinsic_dimension(id_x: float, candidates=CANDIDATES, id_stderr: floa
     return {"latent_size": int(latent_size), "criterion": "intrinsic_dimension", "evidence": evidence}
 
 
-def recommend_from_data(data, candidates=CANDIDATES, estimator: str = "mle") -> dict:
+def recommend_from_data(data, candidates=CANDIDATES, estimator: str = DEFAULT_ESTIMATOR) -> dict:
     """Recommend before any sweep, from the normal training images alone (an ID estimate)."""
-    from analysis.intrinsic_dim import intrinsic_dimension
+    from analysis.measures.intrinsic_dim import intrinsic_dimension  # scikit-learn: only when used
 
     images = data.train if hasattr(data, "train") else data
     est = intrinsic_dimension(images, method=estimator)
@@ -177,9 +184,10 @@ def recommend(results: pd.DataFrame, criterion: str = DEFAULT_CRITERION, **optio
                 others[name] = rule(table)["latent_size"]
             except ValueError as err:
                 others[name] = f"unavailable: {err}"
-    if "id_mle_x" in table.columns:
+    id_x = f"id_{DEFAULT_ESTIMATOR}_x"
+    if id_x in table.columns:
         swept = sorted(int(v) for v in table["latent_size"].unique())
-        others["intrinsic_dimension"] = from_intrinsic_dimension(_reference(table, "id_mle_x"), swept)["latent_size"]
+        others["intrinsic_dimension"] = from_intrinsic_dimension(_reference(table, id_x), swept)["latent_size"]
     chosen["evidence"]["other_criteria"] = others
     chosen["evidence"]["latent_sizes_swept"] = sorted(int(v) for v in table["latent_size"].unique())
     chosen["evidence"]["uses"] = "normal images only (training codes, training reconstruction error, normal-image reference)"
@@ -193,16 +201,46 @@ def recommend_all(results: pd.DataFrame, criterion: str = DEFAULT_CRITERION) -> 
     return {str(name): recommend(group, criterion) for name, group in results.groupby("dataset")}
 
 
-def write_recommendation(out, criterion: str = DEFAULT_CRITERION) -> dict:
-    """Write ``out/recommendation.json`` from ``out/results.csv`` and return it.
+def regret(results: pd.DataFrame, latent_size: int, default: int = 16) -> dict:
+    """AUROC points (x100) lost against the best latent size of the sweep, for a choice and the default.
 
-    With one dataset the file is ``{"latent_size", "criterion", "evidence", "dataset"}``; with
-    several it maps each dataset name to such a dict.
+    This reads test metrics: context for a reader of the recommendation, computed after the rule
+    has chosen; no rule ever sees it.
     """
-    from analysis.sweep import atomic_write_json, load_results
+    auroc = results.groupby("latent_size")["auroc"].mean() * 100
+    best = int(auroc.idxmax())
+    out = {"oracle_latent_size": best, "oracle_auroc": float(auroc[best]),
+           "recommended_auroc": float(auroc.get(latent_size, np.nan)),
+           "regret_recommended": float(auroc[best] - auroc.get(latent_size, np.nan))}
+    if default in auroc.index:
+        out["default_auroc"] = float(auroc[default])
+        out["regret_default"] = float(auroc[best] - auroc[default])
+    return out
 
-    results = load_results(out)
+
+def recommendations(results: pd.DataFrame, criterion: str = DEFAULT_CRITERION) -> dict:
+    """:func:`recommend_all`, each recommendation with its :func:`regret` under ``evidence["regret_for_context"]``."""
     per_dataset = recommend_all(results, criterion)
+    for name, group in results.groupby("dataset"):
+        rec = per_dataset[str(name)]
+        rec["evidence"]["regret_for_context"] = regret(group, rec["latent_size"])
+    return per_dataset
+
+
+def write_recommendation(out, criterion: str = DEFAULT_CRITERION, per_dataset: dict | None = None) -> dict:
+    """Write ``out/recommendation.json`` and return its content: the one writer of that file.
+
+    ``per_dataset`` is :func:`recommendations` of ``out/results.csv`` (computed here when not
+    given). With one dataset the file is ``{"latent_size", "criterion", "evidence", "dataset"}``;
+    with several it maps each dataset name to such a dict.
+    """
+    from entropy_ae.io import atomic_write_json
+
+    from analysis.sweep.layout import RECOMMENDATION
+    from analysis.sweep.results import load_results
+
+    if per_dataset is None:
+        per_dataset = recommendations(load_results(out), criterion)
     payload = next(iter(per_dataset.values())) if len(per_dataset) == 1 else per_dataset
-    atomic_write_json(Path(out) / "recommendation.json", payload)
+    atomic_write_json(Path(out) / RECOMMENDATION, payload)
     return payload

@@ -1,7 +1,9 @@
 """``entropy-ae report DIR``: figures, a Table-1 style table and the recommendation, as Markdown and HTML.
 
 The report is a list of blocks (heading, paragraph, table, image) rendered twice, to
-``DIR/report.md`` and ``DIR/report.html``; figures go to ``DIR/figures/`` (or ``figures_dir``).
+``DIR/report.md`` and ``DIR/report.html``; figures go to ``DIR/figures/`` and the recommendation
+to ``DIR/recommendation.json`` (:func:`analysis.recommend.write_recommendation`). File names are
+those of :mod:`analysis.sweep.layout`.
 """
 
 from __future__ import annotations
@@ -14,16 +16,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from entropy_ae.io import atomic_write, atomic_write_text
+
 from analysis import plots
-from analysis.recommend import DEFAULT_CRITERION, recommend
-from analysis.sweep import atomic_write_json, atomic_write_text, load_results, mixed_settings
+from analysis.recommend import DEFAULT_CRITERION, recommendations, write_recommendation
+from analysis.sweep.layout import FIGURES, REPORT_HTML, REPORT_MD, RESULTS_CSV
+from analysis.sweep.results import load_results
+from analysis.sweep.settings import mixed_settings
 
 TABLE1_METRICS = (("auroc", "AUROC"), ("ap", "AP"), ("pixel_ap", "pixel AP"), ("best_dice", "best Dice*"))
 ENTROPY_COLUMNS = (
     ("h_z", "H(Z) k-NN"),
     ("h_z_gaussian", "H(Z) Gaussian bound"),
     ("info_z", "I_sigma(Z)"),
-    ("id_mle_z", "ID(Z) MLE"),
+    ("id_levina_bickel_z", "ID(Z) MLE"),
     ("id_twonn_z", "ID(Z) TwoNN"),
     ("mi_code_label", "I(Z; label)"),
     ("h_z_abnormal_excess", "H(Z_abn) - H(Z_norm)"),
@@ -71,26 +77,10 @@ def entropy_table(results: pd.DataFrame) -> pd.DataFrame:
 
 def reference_table(results: pd.DataFrame) -> pd.DataFrame:
     """The normal images' counterparts of H(X_n) (one row)."""
-    columns = [("id_mle_x", "ID(X_n) MLE"), ("id_twonn_x", "ID(X_n) TwoNN"), ("info_x", "I_sigma(X_n)"),
+    columns = [("id_levina_bickel_x", "ID(X_n) MLE"), ("id_twonn_x", "ID(X_n) TwoNN"), ("info_x", "I_sigma(X_n)"),
                ("sigma", "sigma"), ("n_x", "images")]
     row = {label: results[c].iloc[0] for c, label in columns if c in results.columns}
     return pd.DataFrame([row]).round(3)
-
-
-def regret(results: pd.DataFrame, latent_size: int, default: int = 16) -> dict:
-    """AUROC points (x100) lost against the best latent size of the sweep, for a choice and the default.
-
-    This reads test metrics and is for the report only; the recommendation never sees it.
-    """
-    auroc = results.groupby("latent_size")["auroc"].mean() * 100
-    best = int(auroc.idxmax())
-    out = {"oracle_latent_size": best, "oracle_auroc": float(auroc[best]),
-           "recommended_auroc": float(auroc.get(latent_size, np.nan)),
-           "regret_recommended": float(auroc[best] - auroc.get(latent_size, np.nan))}
-    if default in auroc.index:
-        out["default_auroc"] = float(auroc[default])
-        out["regret_default"] = float(auroc[best] - auroc[default])
-    return out
 
 
 # ---------------------------------------------------------------------------------------- blocks
@@ -179,9 +169,7 @@ def save_figures(results: pd.DataFrame, figures_dir, paper_reference: bool = Tru
         except ValueError:  # a column this sweep does not have (e.g. no label information)
             continue
         path = figures_dir / f"{prefix}{name}.png"
-        tmp = path.with_name(f".{path.name}.tmp.png")
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110))
         saved[name] = path
     return saved
 
@@ -189,8 +177,9 @@ def save_figures(results: pd.DataFrame, figures_dir, paper_reference: bool = Tru
 # ---------------------------------------------------------------------------------------- report
 
 
-def _dataset_blocks(name: str, results: pd.DataFrame, figures: dict, base: Path, criterion: str,
-                    warnings: list[str] = ()) -> tuple[list, dict]:
+def _dataset_blocks(name: str, results: pd.DataFrame, figures: dict, base: Path, rec: dict,
+                    warnings: list[str] = ()) -> list:
+    """The report's blocks for one dataset; ``rec`` is its recommendation (with the regret for context)."""
     blocks = [("h2", f"Dataset {name}")]
     blocks += [("warning", message) for message in warnings]
     epochs = sorted(results["epochs"].dropna().unique()) if "epochs" in results.columns else []
@@ -214,9 +203,8 @@ def _dataset_blocks(name: str, results: pd.DataFrame, figures: dict, base: Path,
     blocks.append(("table", entropy_table(results)))
     blocks.append(("p", "Normal-image reference (the comparable counterparts of H(X_n)):"))
     blocks.append(("table", reference_table(results)))
-    rec = recommend(results, criterion)
     ev = rec["evidence"]
-    reg = regret(results, rec["latent_size"])
+    reg = ev["regret_for_context"]
     blocks.append(("h2", f"Recommendation for {name}: latent size {rec['latent_size']}"))
     blocks.append(("p", f"Criterion `{rec['criterion']}`: {ev['rule']}. Uses {ev['uses']}. "
                         f"Other criteria would choose: "
@@ -227,15 +215,14 @@ def _dataset_blocks(name: str, results: pd.DataFrame, figures: dict, base: Path,
     if "regret_default" in reg:
         text += f"; the default d=16 gets {reg['default_auroc']:.1f} (regret {reg['regret_default']:.1f} points)"
     blocks.append(("p", text + "."))
-    rec["evidence"]["regret_for_context"] = reg
-    return blocks, rec
+    return blocks
 
 
-def write_report(out, figures_dir=None, paper_reference: bool = True, criterion: str = DEFAULT_CRITERION,
+def write_report(out, paper_reference: bool = True, criterion: str = DEFAULT_CRITERION,
                  copy_figures_to=None) -> dict:
     """Write ``out/report.md``, ``out/report.html`` and ``out/figures/*.png`` from ``out/results.csv``.
 
-    Also writes ``out/recommendation.json`` (same as ``entropy-ae recommend``). With
+    Also writes ``out/recommendation.json``, the same file as ``entropy-ae recommend``. With
     ``copy_figures_to`` the figures are copied there too (e.g. the repository's ``figures/``).
 
     Runs of one dataset trained with different settings (epochs, batch size, learning rate,
@@ -247,29 +234,26 @@ def write_report(out, figures_dir=None, paper_reference: bool = True, criterion:
     out = Path(out)
     results = load_results(out)
     if results.empty:
-        raise ValueError(f"{out / 'results.csv'} has no completed runs; run the sweep first")
-    figures_dir = Path(figures_dir) if figures_dir is not None else out / "figures"
+        raise ValueError(f"{out / RESULTS_CSV} has no completed runs; run the sweep first")
+    per_dataset = recommendations(results, criterion)
     blocks = [("h1", "Latent-size study")]
-    all_figures, recommendations, all_warnings = {}, {}, []
+    all_figures, all_warnings = {}, []
     datasets = sorted(results["dataset"].unique())
     for name in datasets:
         group = results[results["dataset"] == name]
         prefix = "" if len(datasets) == 1 else f"{name}_"
-        figures = save_figures(group, figures_dir, paper_reference, prefix)
+        figures = save_figures(group, out / FIGURES, paper_reference, prefix)
         all_figures.update({prefix + k: v for k, v in figures.items()})
         warnings = mixed_settings(group)
         all_warnings += warnings
-        dataset_blocks, rec = _dataset_blocks(name, group, figures, out, criterion, warnings)
-        blocks += dataset_blocks
-        recommendations[name] = rec
-    payload = next(iter(recommendations.values())) if len(recommendations) == 1 else recommendations
-    atomic_write_json(out / "recommendation.json", payload)
-    atomic_write_text(out / "report.md", render_markdown(blocks))
-    atomic_write_text(out / "report.html", render_html(blocks, "Latent-size study"))
+        blocks += _dataset_blocks(name, group, figures, out, per_dataset[str(name)], warnings)
+    payload = write_recommendation(out, criterion, per_dataset)
+    atomic_write_text(out / REPORT_MD, render_markdown(blocks))
+    atomic_write_text(out / REPORT_HTML, render_html(blocks, "Latent-size study"))
     if copy_figures_to is not None:
         target = Path(copy_figures_to)
         target.mkdir(parents=True, exist_ok=True)
         for path in all_figures.values():
             shutil.copyfile(path, target / Path(path).name)
-    return {"markdown": out / "report.md", "html": out / "report.html", "figures": all_figures,
+    return {"markdown": out / REPORT_MD, "html": out / REPORT_HTML, "figures": all_figures,
             "recommendation": payload, "warnings": all_warnings}

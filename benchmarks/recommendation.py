@@ -34,8 +34,9 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from analysis.recommend import RULES, from_intrinsic_dimension, recommend  # noqa: E402
-from analysis.sweep import atomic_write_json, atomic_write_text, run_sweep  # noqa: E402
+from analysis.sweep import run_sweep  # noqa: E402
 from entropy_ae.data import load_data  # noqa: E402
+from entropy_ae.io import atomic_write_json, atomic_write_text  # noqa: E402
 from entropy_ae.reproducibility import environment_info  # noqa: E402
 
 # Lesions larger and stronger than the synthetic defaults, and fine tissue detail (many small
@@ -71,7 +72,7 @@ def evaluate_dataset(spec: str, epochs: int, args) -> dict:
         "k": data.spec.get("k"),
         "epochs": epochs,
         "n_train": int(len(data.train)),
-        "id_x": float(table["id_mle_x"].iloc[0]),
+        "id_x": float(table["id_levina_bickel_x"].iloc[0]),
         "oracle_d": oracle,
         "oracle_auroc": float(auroc[oracle]),
         "auroc_by_d": {int(d): round(float(v), 2) for d, v in auroc.items()},
@@ -91,7 +92,7 @@ def evaluate_dataset(spec: str, epochs: int, args) -> dict:
 
 def id_validation(image_size: int, ks=range(1, 9)) -> str:
     """ID(X_n) of the synthetic normal images against their known factor count k (no training)."""
-    from analysis.intrinsic_dim import levina_bickel, twonn
+    from analysis.measures import levina_bickel, twonn
 
     lines = ["| k (known) | ID TwoNN | ID MLE |", "|---|---|---|"]
     for k in ks:

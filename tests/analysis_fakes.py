@@ -44,10 +44,10 @@ def results_table(k: int = 4, latent_sizes=(1, 2, 4, 8, 16, 32), seeds=(0, 1), d
                 "h_z": 2.0 * eff + 0.1 * d + 0.05 * rng.normal(), "h_z_stderr": 0.05,
                 "h_z_gaussian": 2.5 * eff + 0.2 * d,
                 "info_z": 3.0 * eff / k + 0.02 * rng.normal(), "info_z_perdim": 3.0 * eff / k,
-                "id_mle_z": eff * (1 + 0.03 * rng.normal()), "id_twonn_z": eff * (1 + 0.05 * rng.normal()),
+                "id_levina_bickel_z": eff * (1 + 0.03 * rng.normal()), "id_twonn_z": eff * (1 + 0.05 * rng.normal()),
                 "mi_code_label": 0.01 * np.log2(d) + 0.02, "h_z_abnormal_excess": 0.05 * np.log2(d),
                 "sigma": 0.3, "info_x": 3.2, "info_x_lower": 2.0, "info_x_upper": 4.4,
-                "id_mle_x": float(k), "id_mle_x_stderr": 0.05, "id_twonn_x": float(k), "id_twonn_x_stderr": 0.1,
+                "id_levina_bickel_x": float(k), "id_levina_bickel_x_stderr": 0.05, "id_twonn_x": float(k), "id_twonn_x_stderr": 0.1,
                 "n_x": 1000, "run_dir": f"{dataset}/latent_size={d}/seed={s}",
             })
     return pd.DataFrame(rows)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -17,15 +16,17 @@ matplotlib.use("Agg")
 from matplotlib.figure import Figure  # noqa: E402
 
 from analysis import plots  # noqa: E402
-from analysis.entropy import (  # noqa: E402
+from analysis.measures import (  # noqa: E402
     code_measurements,
     data_reference,
-    gaussian_entropy,
     information_at_resolution,
+    intrinsic_dimension,
+    levina_bickel,
     matching_sigma,
     normalise,
+    run_entropy,
+    twonn,
 )
-from analysis.intrinsic_dim import intrinsic_dimension, levina_bickel, twonn  # noqa: E402
 from analysis.recommend import (  # noqa: E402
     NORMAL_ONLY_COLUMNS,
     from_intrinsic_dimension,
@@ -34,6 +35,7 @@ from analysis.recommend import (  # noqa: E402
     write_recommendation,
 )
 from analysis.report import table1, write_report  # noqa: E402
+from entropy_ae.io import to_json  # noqa: E402
 from tests.analysis_fakes import manifold_codes, results_table  # noqa: E402
 
 # ----------------------------------------------------------------------------- intrinsic dimension
@@ -63,10 +65,22 @@ def test_intrinsic_dimension_bad_input():
     with pytest.raises(ValueError, match="distinct points"):
         levina_bickel(np.random.default_rng(0).normal(size=(10, 3)), k1=10, k2=20)
     with pytest.raises(ValueError, match="unknown intrinsic-dimension method"):
-        intrinsic_dimension(np.zeros((5, 2)), method="pca")
+        intrinsic_dimension(np.zeros((5, 2)), method="mle")  # the estimator's name is levina_bickel
     with pytest.warns(RuntimeWarning, match="duplicate"):
         x = np.random.default_rng(0).normal(size=(200, 2))
         twonn(np.vstack([x, x[:5]]))
+
+
+def test_intrinsic_dimension_methods_and_nan_policy():
+    x = np.random.default_rng(0).normal(size=(300, 3))
+    default = intrinsic_dimension(x)
+    assert default == levina_bickel(x) and default.method == "levina_bickel"
+    assert intrinsic_dimension(x, method="twonn") == twonn(x)
+    # Images are flattened to pixel vectors; nan_policy="omit" drops the rows holding NaN, as the
+    # entropy estimators do.
+    assert levina_bickel(x.reshape(300, 1, 3, 1)) == default
+    holed = np.vstack([x, [[np.nan, 0.0, 0.0]]])
+    assert levina_bickel(holed, nan_policy="omit") == default and twonn(holed, nan_policy="omit") == twonn(x)
 
 
 # ---------------------------------------------------------------------- comparable entropy measures
@@ -119,11 +133,15 @@ def test_normalise_and_bad_input():
         information_at_resolution(x, 0.0)
 
 
-def test_gaussian_entropy_closed_form():
+def test_gaussian_bound_of_run_entropy_closed_form():
     cov = np.diag([1.0, 4.0])
     z = np.random.default_rng(0).multivariate_normal([0, 0], cov, size=20000)
     truth = 0.5 * math.log(np.linalg.det(2 * math.pi * math.e * cov))
-    assert gaussian_entropy(z) == pytest.approx(truth, abs=0.03)
+    result = run_entropy("unused", method="gaussian", latents={"train_normal": z})
+    assert result["h_z_gaussian"] == pytest.approx(truth, abs=0.03)
+    assert result["split"] == "train_normal" and result["units"] == "nats"
+    with pytest.raises(ValueError, match="unknown split 'train'"):
+        run_entropy("unused", split="train", latents={"train_normal": z})
 
 
 def test_code_and_data_measurements_recover_known_k():
@@ -135,11 +153,11 @@ def test_code_and_data_measurements_recover_known_k():
     xx, yy = np.meshgrid(grid, grid)
     images = np.exp(-((xx[None] - 0.5 * factors[:, :1, None]) ** 2 + (yy[None] - 0.5 * factors[:, 1:, None]) ** 2) / 0.2)
     ref = data_reference(images[:, None])
-    assert abs(ref["id_twonn_x"] - k) < 0.3 and abs(ref["id_mle_x"] - k) < 0.3
+    assert abs(ref["id_twonn_x"] - k) < 0.3 and abs(ref["id_levina_bickel_x"] - k) < 0.3
     assert 0 < ref["info_x"] < math.log(600)
     low = code_measurements(factors[:, :1], ref["sigma"])
     full = code_measurements(np.tanh(factors @ rng.normal(size=(k, 8))), ref["sigma"])
-    assert abs(low["id_mle_z"] - 1) < 0.2 and abs(full["id_mle_z"] - k) < 0.3
+    assert abs(low["id_levina_bickel_z"] - 1) < 0.2 and abs(full["id_levina_bickel_z"] - k) < 0.3
     assert full["info_z"] > low["info_z"]
 
 
@@ -196,6 +214,22 @@ def test_write_recommendation(tmp_path):
     on_disk = json.loads((tmp_path / "recommendation.json").read_text())
     assert on_disk["latent_size"] == rec["latent_size"] == 8
     assert set(on_disk) >= {"latent_size", "criterion", "evidence"}
+    assert on_disk["evidence"]["regret_for_context"]["oracle_latent_size"] == 8
+
+
+@pytest.mark.parametrize("datasets", [1, 2])
+def test_recommend_and_report_write_the_same_recommendation(tmp_path, no_figures, datasets):
+    table = pd.concat([results_table(4, dataset="a"), results_table(2, dataset="b")][:datasets])
+    table.to_csv(tmp_path / "results.csv", index=False)
+    write_recommendation(tmp_path, "rec_elbow")
+    by_recommend = (tmp_path / "recommendation.json").read_bytes()
+    (tmp_path / "recommendation.json").unlink()
+    done = write_report(tmp_path, criterion="rec_elbow")
+    assert (tmp_path / "recommendation.json").read_bytes() == by_recommend
+    payload = json.loads(by_recommend)
+    assert json.loads(to_json(done["recommendation"])) == payload
+    for rec in [payload] if datasets == 1 else payload.values():
+        assert rec["criterion"] == "rec_elbow" and "regret_for_context" in rec["evidence"]
 
 
 # ------------------------------------------------------------------------------------ plots, report
@@ -295,28 +329,33 @@ def test_mixed_settings_are_flagged_in_report_and_cli(tmp_path, capsys, no_figur
 
 @pytest.mark.parametrize("umask", [0o022, 0o027])
 def test_analysis_outputs_honour_the_umask(tmp_path, umask, no_figures):
-    from analysis.sweep import _write_parquet, atomic_write_json
+    from analysis.sweep.results import write_parquet
+    from entropy_ae.io import atomic_write_json
 
     old = os.umask(umask)
     try:
         results_table(k=4).to_csv(tmp_path / "results.csv", index=False)
         write_report(tmp_path)
         atomic_write_json(tmp_path / "sub" / "entropy.json", {"h_z": 1.0})
-        _write_parquet(results_table(k=4), tmp_path / "results.parquet")
+        write_parquet(results_table(k=4), tmp_path / "results.parquet")
     finally:
         os.umask(old)
     expected = 0o666 & ~umask
     for name in ("report.md", "report.html", "recommendation.json", "sub/entropy.json", "results.parquet"):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == expected, name
-    assert not list(tmp_path.glob(".*.tmp"))  # no temporary file left behind
+    assert not list(tmp_path.rglob(".*.tmp*"))  # no temporary file left behind
 
 
-def test_json_output_is_strict():
-    from analysis.sweep import to_json
+def test_figures_are_written_atomically_with_the_umask(tmp_path):
+    from analysis.report import save_figures
 
-    text = to_json({"stderr": float("nan"), "h": [float("inf"), np.float32(1.5)], "n": np.int64(3)})
-    assert json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in JSON")) == {
-        "stderr": None, "h": [None, 1.5], "n": 3}
+    old = os.umask(0o027)
+    try:
+        saved = save_figures(results_table(k=4), tmp_path / "figures")
+    finally:
+        os.umask(old)
+    assert saved and all(stat.S_IMODE(p.stat().st_mode) == 0o640 for p in saved.values())
+    assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == sorted(p.name for p in saved.values())
 
 
 def _parse(argv):
@@ -325,20 +364,19 @@ def _parse(argv):
     return build_parser().parse_args(argv)
 
 
-def _help(command: str) -> str:
-    from analysis.cli import build_parser
-
-    parser = build_parser()
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
-    return " ".join(sub.format_help().split())
+def _help(command: str, capsys) -> str:
+    with pytest.raises(SystemExit):
+        _parse([command, "--help"])
+    return " ".join(capsys.readouterr().out.split())
 
 
 def test_help_texts_and_defaults_of_the_analysis_commands(capsys):
     for command in ("entropy", "recommend"):
-        text = _help(command)
+        text = _help(command, capsys)
         assert "--seed " not in text and "apart from --seed" not in text, command
-    assert "recorded in the run's config.json" not in _help("recommend")
-    assert "apart from --seeds" in _help("sweep")
+    assert "recorded in the run's config.json" not in _help("recommend", capsys)
+    assert "apart from --seeds" in _help("sweep", capsys)
+    assert "sequential, local, slurm, ray" in _help("sweep", capsys)  # one list of executors
     # sweep and study train where train does: 'auto' (CUDA when present)
     assert _parse(["sweep", "--out", "x"]).device == "auto" and _parse(["study"]).device == "auto"
     assert _parse(["train", "--out", "x"]).device == "auto"
@@ -354,4 +392,5 @@ def test_help_texts_and_defaults_of_the_analysis_commands(capsys):
 def test_gaussian_bound_of_too_few_codes_is_minus_inf_with_a_warning():
     z = np.random.default_rng(0).standard_normal((18, 64))  # n <= latent_size: singular covariance
     with pytest.warns(Warning, match="singular covariance"):
-        assert gaussian_entropy(z) == -np.inf
+        result = run_entropy("unused", method="gaussian", latents={"train_normal": z})
+    assert result["h_z_gaussian"] == -np.inf

@@ -30,8 +30,8 @@ TINY = {"image_size": 16}
 SCHEMA = {
     "dataset", "latent_size", "seed", "epochs", "auroc", "ap", "pixel_ap", "best_dice",
     "rec_error_train_normal", "rec_error_test_normal", "rec_error_test_abnormal", "train_seconds",
-    "entropy_seconds", "h_z", "h_z_stderr", "h_z_gaussian", "info_z", "id_mle_z", "id_twonn_z",
-    "mi_code_label", "h_z_abnormal_excess", "info_x", "id_mle_x", "id_twonn_x", "sigma", "run_dir",
+    "entropy_seconds", "h_z", "h_z_stderr", "h_z_gaussian", "info_z", "id_levina_bickel_z", "id_twonn_z",
+    "mi_code_label", "h_z_abnormal_excess", "info_x", "id_levina_bickel_x", "id_twonn_x", "sigma", "run_dir",
 }
 
 
@@ -74,7 +74,8 @@ def test_sweep_layout_and_results_schema(tmp_path, data, monkeypatch):
     assert len(on_disk) == 4 and SCHEMA <= set(on_disk.columns)
     assert sorted(zip(on_disk.latent_size, on_disk.seed)) == [(1, 0), (1, 1), (4, 0), (4, 1)]
     assert on_disk["auroc"].between(0, 1).all() and (on_disk["train_seconds"] > 0).all()
-    measured = ["h_z", "h_z_stderr", "h_z_gaussian", "info_z", "id_mle_z", "mi_code_label", "h_z_abnormal_excess"]
+    measured = ["h_z", "h_z_stderr", "h_z_gaussian", "info_z", "id_levina_bickel_z", "mi_code_label",
+                "h_z_abnormal_excess"]
     assert on_disk[measured].notna().all().all() and "errors" not in on_disk.columns
     assert (on_disk["h_z"] <= on_disk["h_z_gaussian"] + 3 * on_disk["h_z_stderr"] + 0.5).all()  # Gaussian bound
     assert (on_disk["mi_code_label"] <= 0.6931 + 0.1).all()  # I(Z; Y) <= log 2 for balanced classes
@@ -151,21 +152,32 @@ def test_killed_sweep_process_resumes(tmp_path):
     assert len(completed_runs(out)) == 3 and len(pd.read_csv(out / "results.csv")) == 3
 
 
-def test_collect_measures_runs_missing_entropy(tmp_path, data):
+def test_collect_measures_runs_missing_entropy(tmp_path, data, monkeypatch):
+    import analysis.sweep.jobs
+    import analysis.sweep.results
+
     run_sweep(data, [2], [0], 1, tmp_path, executor="sequential", progress=False)
     entropy_file = next(iter(completed_runs(tmp_path))) / "entropy.json"
     entropy_file.unlink()
+    reads = []
+    for module in (analysis.sweep.jobs, analysis.sweep.results):
+        real = module.load_config
+        monkeypatch.setattr(module, "load_config", lambda run_dir, real=real: reads.append(run_dir) or real(run_dir))
     table = collect_results(tmp_path)
     assert entropy_file.is_file() and table["h_z"].notna().all()
+    assert len(reads) == 1  # the run's config is read once, for its settings and its data
 
 
-def test_local_executor_gives_the_same_table(tmp_path, data):
-    seq = run_sweep(data, [1], [0, 1], 1, tmp_path / "seq", executor="sequential", progress=False)
-    # in_process: the map_runs path (names, callbacks, outcomes) without paying for spawned workers
-    loc = run_sweep(data, [1], [0, 1], 1, tmp_path / "loc", executor="local", workers=1, progress=False,
-                    in_process=True)
-    columns = ["latent_size", "seed", "auroc", "ap", "rec_error_train_normal", "h_z", "id_mle_z"]
-    pd.testing.assert_frame_equal(seq[columns], loc[columns], rtol=1e-5)
+def test_in_process_sweeps_use_the_data_they_are_given(tmp_path, data, monkeypatch):
+    import analysis.sweep.jobs
+
+    def no_reload(*args, **kwargs):
+        raise AssertionError("the data were loaded again")
+
+    monkeypatch.setattr(analysis.sweep.jobs, "_DATA_CACHE", {})
+    monkeypatch.setattr(analysis.sweep.jobs, "load_data", no_reload)
+    assert len(run_sweep(data, [1], [0], 1, tmp_path / "seq", executor="sequential", progress=False)) == 1
+    assert len(run_sweep(data, [1], [0], 1, tmp_path / "bat", batched=True, progress=False)) == 1
 
 
 def test_batched_sweep_matches_one_by_one(tmp_path, data, monkeypatch):
@@ -173,7 +185,7 @@ def test_batched_sweep_matches_one_by_one(tmp_path, data, monkeypatch):
     calls = _count_trainings(monkeypatch)
     bat = run_sweep(data, [1, 2], [0], 1, tmp_path / "bat", batched=True, progress=False)
     assert calls == []  # trained by entropy_ae.training.batched, not one by one
-    columns = ["latent_size", "seed", "auroc", "rec_error_train_normal", "id_mle_z"]
+    columns = ["latent_size", "seed", "auroc", "rec_error_train_normal", "id_levina_bickel_z"]
     pd.testing.assert_frame_equal(seq[columns], bat[columns], rtol=1e-3)
 
 
@@ -185,22 +197,23 @@ def test_cpu_default_trains_batched_with_progress_per_run(tmp_path, data, monkey
     assert "training 2 models together (batched)" in err
     assert "1/2 runs trained and saved" in err and "2/2 runs trained and saved" in err
     # Anything that asks for an executor keeps it.
-    from analysis.sweep import _cpu_default_is_batched
-    assert _cpu_default_is_batched(None, None, {}, "cpu")
-    assert not _cpu_default_is_batched("local", None, {}, "cpu")
-    assert not _cpu_default_is_batched(None, 2, {}, "cpu")
-    assert not _cpu_default_is_batched(None, None, {"timeout_min": 5}, "cpu")
+    from analysis.sweep import cpu_default_is_batched
+    assert cpu_default_is_batched(None, None, {}, "cpu")
+    assert not cpu_default_is_batched("local", None, {}, "cpu")
+    assert not cpu_default_is_batched(None, 2, {}, "cpu")
+    assert not cpu_default_is_batched(None, None, {"timeout_min": 5}, "cpu")
 
 
 def test_batched_groups_as_executor_jobs_match_one_by_one(tmp_path, data, monkeypatch):
     """--batched with an executor: each job is a group of models; same table as one-by-one runs."""
     seq = run_sweep(data, [1, 2], [0, 1], 1, tmp_path / "seq", executor="sequential", progress=False)
     calls = _count_trainings(monkeypatch)
-    grouped = run_sweep(data, [1, 2], [0, 1], 1, tmp_path / "grp", batched=True, executor="local", workers=2,
-                        progress=False, in_process=True)
+    # the map_runs path (names, callbacks, outcomes), in this process: no spawned workers to pay for
+    grouped = run_sweep(data, [1, 2], [0, 1], 1, tmp_path / "grp", batched=True, executor="sequential", workers=2,
+                        progress=False)
     assert calls == []
     assert sorted(p.name for p in (tmp_path / "grp" / "logs").iterdir()) == ["group-0.log", "group-1.log"]
-    columns = ["latent_size", "seed", "auroc", "rec_error_train_normal", "id_mle_z"]
+    columns = ["latent_size", "seed", "auroc", "rec_error_train_normal", "id_levina_bickel_z"]
     pd.testing.assert_frame_equal(seq[columns], grouped[columns], rtol=1e-3)
 
 
@@ -223,7 +236,7 @@ def test_cli_end_to_end(tmp_path, capsys):
     result = json.loads(capsys.readouterr().out)
     assert {"h_z", "stderr", "units", "method", "n", "latent_size"} <= set(result)
     assert result["units"] == "nats" and result["n"] == 48 and result["method"] == "knn"
-    assert main(["entropy", str(run), "--split", "test-abnormal", "--method", "gaussian"]) == 0
+    assert main(["entropy", str(run), "--split", "test_abnormal", "--method", "gaussian"]) == 0
     assert "nats" in capsys.readouterr().out
 
     assert main(["recommend", str(out), "--criterion", "rec_elbow"]) == 0
@@ -302,10 +315,10 @@ def test_retrained_run_is_measured_again_and_mixed_settings_warned(tmp_path, dat
     assert (run / "entropy.json").stat().st_mtime_ns == stamp
 
     # entropy --json is strict JSON even without an error bar (12 validation codes < 20 for the jackknife)
-    assert main(["entropy", str(run), "--split", "val", "--json"]) == 0
+    assert main(["entropy", str(run), "--split", "val_normal", "--json"]) == 0
     result = json.loads(capsys.readouterr().out, parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
     assert result["n"] == 12 and result["stderr"] is None and "need >= 20" in result["stderr_note"]
-    assert main(["entropy", str(run), "--split", "val"]) == 0
+    assert main(["entropy", str(run), "--split", "val_normal"]) == 0
     text = capsys.readouterr().out
     assert "nan" not in text and "no standard error: too few samples" in text and "need >= 20 codes, got 12" in text
 

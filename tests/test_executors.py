@@ -10,7 +10,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from analysis.executors import executor_options, local_slots, map_runs, run_logged, slurm_executor
+from analysis.executors import executor_options, map_runs
+from analysis.executors.local import local_slots
+from analysis.executors.logged import run_logged
+from analysis.executors.slurm import slurm_executor
 from tests import _executor_jobs as jobs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,7 +49,7 @@ def ray_instance():
 
 def backend_options(executor: str) -> dict:
     """Options that make each backend run on this machine, without a cluster."""
-    return {"local": {}, "slurm": {"cluster": "local", "timeout_min": 5, "poll_s": 0.2},
+    return {"sequential": {}, "local": {}, "slurm": {"cluster": "local", "timeout_min": 5, "poll_s": 0.2},
             "ray": {"num_cpus": 1}}[executor]
 
 
@@ -178,15 +181,17 @@ def test_a_result_larger_than_a_pipe_buffer_comes_back(tmp_path):
     assert outcomes[0].ok and outcomes[0].result == jobs.large_result_job(1 << 20)
 
 
-def test_in_process_mode_runs_here_and_still_captures_failures(tmp_path):
-    items = grid(tmp_path / "runs")[:2]
+def test_sequential_executor_runs_here_and_still_captures_failures(tmp_path):
+    items = grid(tmp_path / "runs")
     jobs.poison_path(items[1]["run_dir"]).parent.mkdir(parents=True, exist_ok=True)
     jobs.poison_path(items[1]["run_dir"]).touch()
-    outcomes = map_runs(jobs.environment_job, [0], workers=1, log_dir=tmp_path / "a", in_process=True)
+    outcomes = map_runs(jobs.environment_job, [0], executor="sequential", log_dir=tmp_path / "a")
     assert outcomes[0].result["pid"] == os.getpid()
-    outcomes = map_runs(jobs.grid_job, items, workers=1, log_dir=tmp_path / "b", in_process=True)
-    assert [o.ok for o in outcomes] == [True, False]
+    seen = []
+    outcomes = map_runs(jobs.grid_job, items, executor="sequential", log_dir=tmp_path / "b", callback=seen.append)
+    assert [o.ok for o in outcomes] == [True, False, True] and seen == outcomes  # in order, each reported
     assert "RuntimeError: injected failure" in outcomes[1].log_path.read_text()
+    assert isinstance(outcomes[2].result, list) and len(outcomes[2].result) == 2  # the group item
 
 
 # ----------------------------------------------------------------------------- slurm without a cluster
@@ -249,8 +254,12 @@ def test_command_line_options_for_another_executor_are_refused():
 
 
 def test_bad_arguments_are_refused_before_anything_runs(tmp_path, monkeypatch):
-    with pytest.raises(ValueError, match="executor must be one of local, slurm, ray"):
+    with pytest.raises(ValueError, match="executor must be one of sequential, local, slurm, ray"):
         map_runs(jobs.grid_job, [], executor="dask")
+    with pytest.raises(ValueError, match="in_process do not apply to the 'local' executor"):
+        map_runs(jobs.grid_job, [1], log_dir=tmp_path, in_process=True)  # in this process: "sequential"
+    with pytest.raises(ValueError, match="timeout_min do not apply to the 'sequential' executor; it takes no"):
+        map_runs(jobs.grid_job, [1], executor="sequential", log_dir=tmp_path, timeout_min=5)
     with pytest.raises(ValueError, match="module-level function"):
         map_runs(lambda item: item, [1], log_dir=tmp_path)
     with pytest.raises(ValueError, match="workers must be a positive integer"):
@@ -289,15 +298,15 @@ def test_a_tiny_sweep_gives_the_same_results_table_on_every_backend(tmp_path, ra
 
     data = load_data(TINY_DATA, image_size=16)
     tables = {}
-    for executor in BACKENDS:
+    for executor in ("sequential", *BACKENDS):
         out = tmp_path / executor
         table = run_sweep(data, [1, 2], [0], 1, out, executor=executor, workers=2, progress=False,
                           **backend_options(executor))
         assert len(table) == 2 and sorted(table["latent_size"]) == [1, 2]
         assert table["auroc"].notna().all()
         tables[executor] = comparable(pd.read_csv(out / "results.csv"))
-    pd.testing.assert_frame_equal(tables["slurm"], tables["local"], check_exact=True)
-    pd.testing.assert_frame_equal(tables["ray"], tables["local"], check_exact=True)
+    for executor in ("sequential", "slurm", "ray"):
+        pd.testing.assert_frame_equal(tables[executor], tables["local"], check_exact=True)
 
 
 def test_a_sweep_run_that_fails_on_its_node_is_reported_and_completed_by_the_next_invocation(tmp_path):

@@ -3,7 +3,10 @@
 Both see only nearest-neighbour distance *ratios*, so they are invariant to a global rescaling of
 the data and to its ambient dimension: an image set on a k-dimensional manifold inside 4096
 pixels and a k-dimensional code of it give the same answer. That is what makes them a fair
-yardstick between the code Z and the normal images X_n (see :mod:`analysis.entropy`).
+yardstick between the code Z and the normal images X_n (see :mod:`analysis.measures`).
+
+Inputs are checked by the estimators' own validation (:func:`entropy_ae.estimators._validation.check_inputs`);
+images (n, 1, s, s) are flattened to pixel vectors first.
 
 References
 ----------
@@ -21,7 +24,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from sklearn.neighbors import NearestNeighbors
 
-METHODS = ("twonn", "mle")
+from entropy_ae.estimators._validation import check_inputs
+
+ID_METHODS = ("twonn", "levina_bickel")
 
 
 @dataclass(frozen=True)
@@ -37,24 +42,20 @@ class IntrinsicDimension:
         return asdict(self)
 
 
-def _as_points(x) -> np.ndarray:
-    """Validate and flatten ``x`` to a float64 ``(n, D)`` array (images are flattened)."""
-    if hasattr(x, "detach"):  # torch tensor
-        x = x.detach().cpu().numpy()
-    x = np.asarray(x, dtype=np.float64)
-    if x.ndim == 1:
-        x = x[:, None]
-    if x.ndim > 2:
+def _as_points(x, nan_policy: str) -> np.ndarray:
+    """``x`` as a float64 ``(n, D)`` array; images (n, 1, s, s) become pixel vectors."""
+    if getattr(x, "ndim", 2) > 2:
         x = x.reshape(len(x), -1)
-    if x.ndim != 2 or x.shape[0] == 0:
-        raise ValueError(f"expected points as an (n, D) array, got shape {x.shape}")
-    if not np.all(np.isfinite(x)):
-        raise ValueError("points contain NaN or inf; remove or impute them first")
+    (x,) = check_inputs({"x": x}, None, nan_policy)
     return x
 
 
 def _neighbour_distances(x: np.ndarray, k: int) -> np.ndarray:
-    """Distances to the k nearest *distinct* neighbours, shape (n, k); duplicates are dropped."""
+    """Distances to the k nearest *distinct* neighbours, shape (n, k); duplicates are dropped.
+
+    scikit-learn's exact search rather than the entropy estimators' ``knn_distances``: the two
+    round the distances differently in the last bits, and these are the recorded numbers.
+    """
     unique, index = np.unique(x, axis=0, return_index=True)
     if len(unique) < len(x):
         warnings.warn(
@@ -72,7 +73,7 @@ def _neighbour_distances(x: np.ndarray, k: int) -> np.ndarray:
     return dist[:, 1:]  # column 0 is the point itself
 
 
-def twonn(x, discard_fraction: float = 0.1) -> IntrinsicDimension:
+def twonn(x, discard_fraction: float = 0.1, nan_policy: str = "raise") -> IntrinsicDimension:
     """TwoNN estimate (Facco et al. 2017).
 
     mu = r2 / r1 (second over first neighbour distance) is Pareto(d) distributed on a locally
@@ -80,12 +81,19 @@ def twonn(x, discard_fraction: float = 0.1) -> IntrinsicDimension:
     mu are dropped (they come from density changes and noise, as the authors recommend) and the
     truncated-Pareto likelihood is maximised in closed form.
 
+    Parameters
+    ----------
+    x : array_like, shape (n, D) or images (n, 1, s, s)
+    discard_fraction : float in [0, 1)
+    nan_policy : {"raise", "omit"}
+        ``"omit"`` drops points holding NaN or inf, as the entropy estimators do.
+
     Returns
     -------
     IntrinsicDimension
         ``stderr = value / sqrt(n)`` from the Pareto likelihood's Fisher information.
     """
-    x = _as_points(x)
+    x = _as_points(x, nan_policy)
     if not 0 <= discard_fraction < 1:
         raise ValueError(f"discard_fraction must be in [0, 1), got {discard_fraction}")
     dist = _neighbour_distances(x, 2)
@@ -101,7 +109,7 @@ def twonn(x, discard_fraction: float = 0.1) -> IntrinsicDimension:
     return IntrinsicDimension(float(value), float(value / np.sqrt(keep)), "twonn", n)
 
 
-def levina_bickel(x, k1: int = 10, k2: int = 20) -> IntrinsicDimension:
+def levina_bickel(x, k1: int = 10, k2: int = 20, nan_policy: str = "raise") -> IntrinsicDimension:
     """Levina-Bickel MLE averaged over neighbourhood sizes k1..k2.
 
     For each point and k, m_k(x)^-1 = 1/(k-1) * sum_{j<k} log(T_k / T_j); the estimate at k is the
@@ -109,12 +117,19 @@ def levina_bickel(x, k1: int = 10, k2: int = 20) -> IntrinsicDimension:
     k in [k1, k2]. Larger k smooths pixel noise (which is full-dimensional at the smallest scales)
     at the price of curvature bias.
 
+    Parameters
+    ----------
+    x : array_like, shape (n, D) or images (n, 1, s, s)
+    k1, k2 : int
+        Smallest and largest neighbourhood size, ``2 <= k1 <= k2``.
+    nan_policy : {"raise", "omit"}
+
     Returns
     -------
     IntrinsicDimension
         ``stderr`` from the spread of per-point inverse estimates at k2 (delta method).
     """
-    x = _as_points(x)
+    x = _as_points(x, nan_policy)
     if not 2 <= k1 <= k2:
         raise ValueError(f"need 2 <= k1 <= k2, got k1={k1}, k2={k2}")
     dist = _neighbour_distances(x, k2)
@@ -127,13 +142,14 @@ def levina_bickel(x, k1: int = 10, k2: int = 20) -> IntrinsicDimension:
         inv_k2 = inv
     value = float(np.mean(estimates))
     stderr = float(value**2 * inv_k2.std(ddof=1) / np.sqrt(len(inv_k2)))
-    return IntrinsicDimension(value, stderr, "mle", len(x))
+    return IntrinsicDimension(value, stderr, "levina_bickel", len(x))
 
 
-def intrinsic_dimension(x, method: str = "mle", **options) -> IntrinsicDimension:
-    """Intrinsic dimension of points ``x`` (n, D) or images (n, 1, s, s); ``method`` in {'twonn', 'mle'}."""
-    if method == "twonn":
-        return twonn(x, **options)
-    if method == "mle":
-        return levina_bickel(x, **options)
-    raise ValueError(f"unknown intrinsic-dimension method {method!r}; choose one of {METHODS}")
+ESTIMATORS = {"twonn": twonn, "levina_bickel": levina_bickel}
+
+
+def intrinsic_dimension(x, method: str = "levina_bickel", **options) -> IntrinsicDimension:
+    """Intrinsic dimension of points ``x`` (n, D) or images (n, 1, s, s); ``method`` in :data:`ID_METHODS`."""
+    if method not in ESTIMATORS:
+        raise ValueError(f"unknown intrinsic-dimension method {method!r}; choose one of {ID_METHODS}")
+    return ESTIMATORS[method](x, **options)

@@ -88,6 +88,13 @@ def anomaly_maps(
     return _map_batches(model, images, lambda x: (model(x)[0] - x).square(), device, batch_size)
 
 
+def reconstruct(
+    model: Autoencoder, images: np.ndarray, device: str | torch.device | None = None, batch_size: int = 256
+) -> np.ndarray:
+    """Reconstructions ``(n, 1, s, s)``, float32, computed in eval mode."""
+    return _map_batches(model, images, lambda x: model(x)[0], device, batch_size)
+
+
 def image_scores(
     model: Autoencoder, images: np.ndarray, device: str | torch.device | None = None, batch_size: int = 256
 ) -> np.ndarray:
@@ -165,7 +172,8 @@ def _check_finite_errors(scores: np.ndarray, what: str) -> None:
 
 
 def evaluate_model(
-    model: Autoencoder, data: AnomalyData, device: str | torch.device | None = None, target_fpr: float = 0.05
+    model: Autoencoder, data: AnomalyData, device: str | torch.device | None = None, target_fpr: float = 0.05,
+    pseudo_anomalies: bool = True,
 ) -> dict:
     """Score ``data`` with ``model`` and return the metrics as a JSON-serialisable dict.
 
@@ -179,6 +187,10 @@ def evaluate_model(
         Where to run; default the model's device.
     target_fpr : float, default 0.05
         False-positive rate on the normal val images that fixes ``threshold``.
+    pseudo_anomalies : bool, default True
+        Also score pseudo-anomalies made from the normal val images
+        (:func:`entropy_ae.leakage.pseudo_anomaly_metrics`: copy ratio, pseudo AUROC / AP /
+        pixel AP per family); they use no test label.
 
     Returns
     -------
@@ -187,8 +199,8 @@ def evaluate_model(
         masks; ``best_dice`` is an oracle upper bound, see ``best_dice_note``);
         ``threshold``, ``target_fpr``, ``val_fpr``, ``sensitivity``,
         ``specificity`` (None when there are no val images); mean MSE
-        ``rec_error_train_normal``, ``rec_error_test_normal``,
-        ``rec_error_test_abnormal``; and the image counts.
+        ``rec_error_train_normal``, ``rec_error_val_normal``, ``rec_error_test_normal``,
+        ``rec_error_test_abnormal``; the image counts; and the pseudo-anomaly metrics.
 
     Raises
     ------
@@ -229,12 +241,14 @@ def evaluate_model(
         else:
             metrics["pixel_metrics_note"] = "test_masks has no abnormal pixel: pixel_ap and best_dice are undefined"
 
-    metrics.update(threshold=None, target_fpr=float(target_fpr), val_fpr=None, sensitivity=None, specificity=None)
+    metrics.update(threshold=None, target_fpr=float(target_fpr), val_fpr=None, sensitivity=None, specificity=None,
+                   rec_error_val_normal=None)
     if data.val is not None and len(data.val):
         val_scores = image_scores(model, data.val, device)
         _check_finite_errors(val_scores, "validation")
         threshold = threshold_at_fpr(val_scores, target_fpr)
         metrics.update(
+            rec_error_val_normal=float(val_scores.mean()),
             threshold=threshold,
             val_fpr=float(np.mean(val_scores > threshold)),
             sensitivity=float(np.mean(test_scores[abnormal] > threshold)),
@@ -250,4 +264,8 @@ def evaluate_model(
         n_test_normal=int((~abnormal).sum()),
         n_test_abnormal=int(abnormal.sum()),
     )
+    if pseudo_anomalies and data.val is not None and len(data.val) >= 2:
+        from .leakage import pseudo_anomaly_metrics  # imported here: it builds on this module
+
+        metrics.update(pseudo_anomaly_metrics(model, data.val, seed=int(data.spec.get("seed", 0))))
     return metrics

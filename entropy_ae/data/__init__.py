@@ -18,16 +18,17 @@ CONTRACT (other modules rely only on this):
 
 Sources (spec strings)
 ----------------------
-``synthetic`` / ``synthetic[k=4,n_train=1000,...]``
+``synthetic`` / ``synthetic[k=4,n_train=1000,...]`` / ``synthetic:PRESET[...]``
     The built-in synthetic data (:mod:`entropy_ae.data.synthetic`), rendered directly at
-    ``image_size``. Keys are the fields of :class:`entropy_ae.data.synthetic.SyntheticConfig`.
+    ``image_size``. Keys are the fields of :class:`entropy_ae.data.synthetic.SyntheticConfig`;
+    presets (``synthetic.PRESETS``, e.g. ``shortcut``) set several of them at once.
 ``digits`` / ``digits:C``
     scikit-learn's bundled 8x8 digits (no download); class C (default 0) is normal.
 ``<folder>``
     ``images/`` + ``data.json`` (MedIAnomaly layout) or ``train/`` + ``test/`` (MVTec /
-    MedIAnomaly-BraTS layout), with optional masks. See :func:`_load_folder`.
+    MedIAnomaly-BraTS layout), with optional masks. See :func:`entropy_ae.data.folder.load`.
 ``<file>.npz``
-    MedMNIST format; ``normal_labels`` picks the normal classes. See :func:`_load_npz`.
+    MedMNIST format; ``normal_labels`` picks the normal classes. See :func:`entropy_ae.data.npz.load`.
 
 All images are grey and must be square (non-square ones are refused rather than
 squashed: crop or pad them first); they are resized to ``image_size`` x ``image_size``
@@ -53,11 +54,11 @@ from .arrays import from_arrays
 __all__ = ["AnomalyData", "DataError", "SPLITS", "load_data", "parse_spec", "from_arrays"]
 
 VALID_SPECS = (
-    "valid data specs: 'synthetic', 'synthetic[k=4,n_train=1000,n_val=200,n_test=400]', "
+    "valid data specs: 'synthetic', 'synthetic[k=4,n_train=1000,n_val=200,n_test=400]', 'synthetic:shortcut', "
     "'digits', 'digits:C' (C = 0..9), a folder path (images/ + data.json, or train/ + test/), "
     "or a MedMNIST-style '.npz' file path"
 )
-_SYNTHETIC_RE = re.compile(r"^synthetic(?:\[(.*)\])?$", re.DOTALL)
+_SYNTHETIC_RE = re.compile(r"^synthetic(?::([A-Za-z0-9_-]*))?(?:\[(.*)\])?$", re.DOTALL)
 _DIGITS_RE = re.compile(r"^digits(?::(.*))?$")
 
 
@@ -117,7 +118,7 @@ def parse_spec(text: str, image_size: int = 64, seed: int = 0, normal_labels=Non
     base = {"image_size": image_size, "seed": seed}
     m = _SYNTHETIC_RE.match(text)
     if m:
-        return {"source": "synthetic", **_parse_synthetic_params(m.group(1)), **base}
+        return {"source": "synthetic", **_parse_synthetic_params(m.group(2), m.group(1)), **base}
     m = _DIGITS_RE.match(text)
     if m:
         cls = m.group(1)
@@ -139,9 +140,14 @@ def parse_spec(text: str, image_size: int = 64, seed: int = 0, normal_labels=Non
     raise DataError(f"data spec {text!r} is not a built-in dataset and no such file or folder exists; {VALID_SPECS}")
 
 
-def _parse_synthetic_params(body: str | None) -> dict:
+def _parse_synthetic_params(body: str | None, preset: str | None = None) -> dict:
     types = _synthetic.SyntheticConfig.field_types()
     params = _synthetic.SyntheticConfig().to_dict()
+    if preset is not None:
+        if preset not in _synthetic.PRESETS:
+            raise DataError(f"unknown synthetic preset {preset!r}; the presets are "
+                            f"{', '.join(_synthetic.PRESETS)} (e.g. 'synthetic:{next(iter(_synthetic.PRESETS))}')")
+        params.update(_synthetic.PRESETS[preset])
     if body is None or not body.strip():
         return params
     seen = set()
@@ -158,7 +164,7 @@ def _parse_synthetic_params(body: str | None) -> dict:
             raise DataError(f"synthetic parameter {key!r} is given twice")
         seen.add(key)
         try:
-            params[key] = types[key](value) if types[key] is float else _parse_int(value)
+            params[key] = value if types[key] is str else types[key](value) if types[key] is float else _parse_int(value)
         except ValueError:
             raise DataError(
                 f"synthetic parameter {key}={value!r} is not a valid {types[key].__name__}"

@@ -37,9 +37,15 @@ background) and clipped to [-1, 1]. The pixel mask is exactly the set of pixels
 the lesions changed (``abnormal != underlying normal image``), computed before
 the optional noise.
 
-``detail`` (default 0) adds fine tissue detail: 25 soft bumps on a fixed grid in
-the organ's frame with amplitudes uniform in [-detail, detail] (25 small extra
-factors, so the intrinsic dimension is then k large + 25 small).
+``detail`` (default 0) adds fine tissue detail: ``detail_grid**2`` (default 25)
+soft bumps on a fixed grid in the organ's frame with amplitudes uniform in
+[-detail, detail] (that many small extra factors, so the intrinsic dimension is
+then k large + detail_grid**2 small). ``lesion_type="detail_block"`` makes the
+lesion out of that detail instead of a blob: a block of neighbouring bumps all
+set to one sign, each value within the normal range, only their combination
+rare. A small code cannot reconstruct such a combination; a code large enough
+to copy its input (the identical shortcut) can, so the anomaly score of these
+lesions falls again at large latent sizes.
 
 ``noise`` (default 0) is the standard deviation of i.i.d. Gaussian pixel noise
 added to every image (train, val and test) after rendering, then clipped to
@@ -74,8 +80,18 @@ _RIM_WIDTH = 0.12  # fraction of the organ radius covered by the bright rim
 _RIM_CONTRAST = 0.35
 _INNER_CONTRAST = -0.45
 _TEXTURE_AMPLITUDE = 0.08
-DETAIL_GRID = 5  # fine detail: DETAIL_GRID x DETAIL_GRID bumps in the organ frame
-_DETAIL_SIGMA = 0.16  # bump width in organ-radius units
+LESION_TYPES = ("blob", "detail_block")
+# Named parameter sets (``synthetic:NAME``, overridable: ``synthetic:NAME[n_train=500]``).
+PRESETS = {
+    # Normal images: 2 global factors and a grid of small local variations; lesion: a block of
+    # neighbouring bumps set to one sign, every value within the normal range. A small code
+    # cannot reconstruct the rare combination, a code large enough to copy does: AUROC peaks at
+    # an interior latent size, the paper's curve.
+    "shortcut": {"k": 2, "detail": 0.4, "detail_grid": 4, "detail_width": 0.18, "lesion_type": "detail_block",
+                 "lesion_block": 2, "lesion_level": 1.0},
+}
+# A detail-block lesion's mask: the pixels it changes by more than this (1 % of the [-1, 1] range).
+BLOCK_MASK_THRESHOLD = 0.02
 _EDGE_WIDTH = 0.06  # width of the soft tissue boundaries, half-width units (2 px at 64x64)
 
 
@@ -100,9 +116,24 @@ class SyntheticConfig:
     noise : float
         Standard deviation of additive Gaussian pixel noise (0 = noise-free).
     detail : float
-        Amplitude of the fine tissue detail: ``DETAIL_GRID**2`` soft bumps on a fixed grid in the
+        Amplitude of the fine tissue detail: ``detail_grid**2`` soft bumps on a fixed grid in the
         organ's frame with i.i.d. uniform amplitudes in ``[-detail, detail]`` (0 = none, the default;
-        with detail > 0 the normal data have ``k`` large and ``DETAIL_GRID**2`` small factors).
+        with detail > 0 the normal data have ``k`` large and ``detail_grid**2`` small factors).
+    detail_grid : int
+        Bumps per side of the detail grid (default 5).
+    detail_width : float
+        Width (standard deviation) of a detail bump in organ-radius units (default 0.16).
+    lesion_type : {"blob", "detail_block"}
+        ``"blob"`` (default): round blobs of random contrast (``lesion_radius_*``,
+        ``lesion_contrast_*``). ``"detail_block"``: a ``lesion_block`` x ``lesion_block`` block of
+        neighbouring detail bumps all set to the same sign, ``+-lesion_level * detail``. With
+        ``lesion_level <= 1`` every local value stays inside the normal range; only the
+        combination is rare, so an AE that reconstructs it must have learnt to copy, not to model
+        (the identical shortcut). Needs ``detail > 0``.
+    lesion_block : int
+        Side of the block of a ``"detail_block"`` lesion, in bumps (1 to ``detail_grid``).
+    lesion_level : float
+        Amplitude of the block's bumps as a fraction of ``detail`` (0 < level <= 2).
     """
 
     k: int = 4
@@ -117,6 +148,11 @@ class SyntheticConfig:
     lesion_contrast_max: float = 0.8
     noise: float = 0.0
     detail: float = 0.0
+    detail_grid: int = 5
+    detail_width: float = 0.16
+    lesion_type: str = "blob"
+    lesion_block: int = 3
+    lesion_level: float = 1.0
 
     def __post_init__(self):
         problems = []
@@ -143,6 +179,18 @@ class SyntheticConfig:
             problems.append(f"noise must be a finite number >= 0, got {self.noise}")
         if not 0.0 <= self.detail <= 0.5:
             problems.append(f"detail must be from 0 to 0.5, got {self.detail}")
+        if not 1 <= self.detail_grid <= 12:
+            problems.append(f"detail_grid must be from 1 to 12, got {self.detail_grid}")
+        if not 0.02 <= self.detail_width <= 1.0:
+            problems.append(f"detail_width must be from 0.02 to 1 (organ-radius units), got {self.detail_width}")
+        if self.lesion_type not in LESION_TYPES:
+            problems.append(f"lesion_type must be one of {', '.join(LESION_TYPES)}, got {self.lesion_type!r}")
+        elif self.lesion_type == "detail_block" and self.detail <= 0:
+            problems.append("lesion_type=detail_block changes the fine detail: it needs detail > 0")
+        if not 1 <= self.lesion_block <= self.detail_grid:
+            problems.append(f"lesion_block must be from 1 to detail_grid={self.detail_grid}, got {self.lesion_block}")
+        if not 0.0 < self.lesion_level <= 2.0:
+            problems.append(f"lesion_level must be in (0, 2], got {self.lesion_level}")
         if problems:
             raise ValueError("invalid synthetic parameters: " + "; ".join(problems))
 
@@ -179,7 +227,8 @@ def _grid(image_size: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def render_normal(
-    factors: np.ndarray, image_size: int, detail: np.ndarray | None = None, chunk: int = 128
+    factors: np.ndarray, image_size: int, detail: np.ndarray | None = None, chunk: int = 128,
+    detail_width: float = 0.16,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Render normal images from factors.
 
@@ -189,10 +238,12 @@ def render_normal(
         Factor values in [-1, 1] (see the module docstring for their meaning).
     image_size : int
         Side of the square images in pixels.
-    detail : (n, DETAIL_GRID**2) array, optional
-        Amplitudes of the fine-detail bumps (None = no detail).
+    detail : (n, g**2) array, optional
+        Amplitudes of the fine-detail bumps on a g x g grid, row by row (None = no detail).
     chunk : int
         Images rendered per vectorised block (keeps temporaries cache-sized).
+    detail_width : float
+        Width of a detail bump in organ-radius units.
 
     Returns
     -------
@@ -204,11 +255,13 @@ def render_normal(
     organ = np.empty_like(images)
     for i in range(0, n, chunk):
         block_detail = None if detail is None else detail[i : i + chunk]
-        images[i : i + chunk], organ[i : i + chunk] = _render_block(factors[i : i + chunk], image_size, block_detail)
+        images[i : i + chunk], organ[i : i + chunk] = _render_block(factors[i : i + chunk], image_size, block_detail,
+                                                                  detail_width)
     return images, organ
 
 
-def _render_block(factors: np.ndarray, image_size: int, detail: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+def _render_block(factors: np.ndarray, image_size: int, detail: np.ndarray | None,
+                  detail_width: float) -> tuple[np.ndarray, np.ndarray]:
     # Per-image parameters in float64, pixel maps in float32 (speed; the values are O(1)).
     f = [factors[:, i, None, None] for i in range(MAX_FACTORS)]
     edge = max(_EDGE_WIDTH, 2.0 / image_size)  # never sharper than one pixel (anti-aliasing)
@@ -246,13 +299,14 @@ def _render_block(factors: np.ndarray, image_size: int, detail: np.ndarray | Non
     value += _INNER_CONTRAST * inner_cov
     value += _TEXTURE_AMPLITUDE * np.cos(c32(2 * np.pi * 1.5) * xo + c32(phase)) * np.cos(c32(2 * np.pi * 1.2) * yo)
     if detail is not None:
-        # Separable Gaussian bumps: 2 * DETAIL_GRID exponentials instead of DETAIL_GRID**2.
-        centres = np.linspace(-0.6, 0.6, DETAIL_GRID, dtype=np.float32)
-        scale_ = np.float32(-0.5 / _DETAIL_SIGMA**2)
+        # Separable Gaussian bumps: 2 * g exponentials instead of g**2.
+        grid = math.isqrt(detail.shape[1])
+        centres = np.linspace(-0.6, 0.6, grid, dtype=np.float32)
+        scale_ = np.float32(-0.5 / detail_width**2)
         gx = [np.exp((xo - c) ** 2 * scale_) for c in centres]
         gy = [np.exp((yo - c) ** 2 * scale_) for c in centres]
-        for j in range(DETAIL_GRID**2):
-            value += c32(detail[:, j, None, None]) * (gy[j // DETAIL_GRID] * gx[j % DETAIL_GRID])
+        for j in range(grid**2):
+            value += c32(detail[:, j, None, None]) * (gy[j // grid] * gx[j % grid])
     value += c32(tissue) + 1.0
     value *= organ
     value -= 1.0
@@ -298,6 +352,30 @@ def add_lesions(
     return abnormal, abnormal != images
 
 
+def add_detail_block_lesions(
+    base: np.ndarray, factors: np.ndarray, detail: np.ndarray, image_size: int, rng: np.random.Generator,
+    config: SyntheticConfig,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Re-render each image with one block of neighbouring detail bumps set to one sign.
+
+    Block position (uniform over the grid) and sign (+-) are random per image; the block's
+    amplitudes become ``sign * lesion_level * detail``, the other bumps keep theirs. The mask is
+    the set of pixels the lesion changes by more than ``BLOCK_MASK_THRESHOLD``.
+    """
+    g, b = config.detail_grid, config.lesion_block
+    n = len(base)
+    rows = rng.integers(0, g - b + 1, size=n)
+    cols = rng.integers(0, g - b + 1, size=n)
+    signs = rng.choice([-1.0, 1.0], size=n)
+    changed = detail.copy()
+    for i in range(n):
+        block = (np.arange(rows[i], rows[i] + b)[:, None] * g + np.arange(cols[i], cols[i] + b)[None, :]).ravel()
+        changed[i, block] = signs[i] * config.lesion_level * config.detail
+    abnormal, _ = render_normal(factors, image_size, changed, detail_width=config.detail_width)
+    abnormal = np.clip(abnormal, -1.0, 1.0).astype(np.float32)
+    return abnormal, np.abs(abnormal - base) > BLOCK_MASK_THRESHOLD
+
+
 def generate(config: SyntheticConfig, image_size: int = 64, seed: int = 0) -> dict[str, np.ndarray]:
     """Generate all splits.
 
@@ -326,15 +404,20 @@ def generate(config: SyntheticConfig, image_size: int = 64, seed: int = 0) -> di
     det = {}
     for split, rng in zip(fac, rngs[6:]):
         det[split] = (
-            rng.uniform(-config.detail, config.detail, size=(len(fac[split]), DETAIL_GRID**2))
+            rng.uniform(-config.detail, config.detail, size=(len(fac[split]), config.detail_grid**2))
             if config.detail > 0
             else None
         )
-    train, _ = render_normal(fac["train"], image_size, det["train"])
-    val, _ = render_normal(fac["val"], image_size, det["val"])
-    test_n, _ = render_normal(fac["test_normal"], image_size, det["test_normal"])
-    base, organ = render_normal(fac["test_abnormal"], image_size, det["test_abnormal"])
-    test_a, masks_a = add_lesions(base, organ, rng_lesion, config)
+    width = config.detail_width
+    train, _ = render_normal(fac["train"], image_size, det["train"], detail_width=width)
+    val, _ = render_normal(fac["val"], image_size, det["val"], detail_width=width)
+    test_n, _ = render_normal(fac["test_normal"], image_size, det["test_normal"], detail_width=width)
+    base, organ = render_normal(fac["test_abnormal"], image_size, det["test_abnormal"], detail_width=width)
+    if config.lesion_type == "blob":
+        test_a, masks_a = add_lesions(base, organ, rng_lesion, config)
+    else:
+        test_a, masks_a = add_detail_block_lesions(base, fac["test_abnormal"], det["test_abnormal"], image_size,
+                                                   rng_lesion, config)
 
     test = np.concatenate([test_n, test_a])
     masks = np.concatenate([np.zeros_like(test_n, dtype=bool), masks_a])

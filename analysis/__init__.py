@@ -18,10 +18,12 @@ Package map
     options (``options``).
 ``measures``
     What is measured on a run and on the normal images: H(Z) with its standard error
-    (``entropy``), the intrinsic dimension (``intrinsic_dim``), I_sigma (``information``), and
-    the sets the sweep records (``recorded``).
+    (``entropy``), the intrinsic dimension (``intrinsic_dim``), I_sigma (``information``), what
+    the code knows about pseudo-anomalies of the validation images (``pseudo``), and the sets the
+    sweep records (``recorded``).
 ``recommend``
-    A latent size from normal-data columns only; the one writer of ``recommendation.json``.
+    A latent size from normal-data columns only (the default rule ``two_sided``: validation
+    error below, pseudo-anomaly AUROC above); the one writer of ``recommendation.json``.
 ``report``, ``plots``
     The report (Markdown, HTML, Table 1) and its figures.
 """

@@ -8,6 +8,7 @@ infinities become null).
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 import warnings
@@ -142,6 +143,36 @@ def sweep(args) -> int:
     return 0
 
 
+def _pseudo_leakage(run_dir, data, method: str) -> dict:
+    """:func:`analysis.measures.run_pseudo_leakage`, or ``{"unavailable": reason}`` when it cannot be measured."""
+    from entropy_ae.estimators import EstimatorWarning
+
+    from analysis.measures import run_pseudo_leakage
+
+    try:
+        with warnings.catch_warnings():
+            # k-NN entropies of ~100 large codes warn about their dimension; the line says it is a k-NN estimate
+            warnings.simplefilter("ignore", EstimatorWarning)
+            return run_pseudo_leakage(run_dir, data, method=method)
+    except ValueError as err:
+        return {"unavailable": str(err)}
+
+
+def _pseudo_line(pseudo: dict) -> str:
+    """The second line of ``entropy-ae entropy``: the run's pseudo-anomaly measurements (normal data only)."""
+    if "unavailable" in pseudo:
+        return f"pseudo-anomalies (normal data only): not measured: {pseudo['unavailable']}"
+
+    def value(key):
+        v = pseudo.get(key)
+        return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else _format_value(v)
+
+    n_families = len(pseudo["pseudo_families"].split(","))
+    return (f"pseudo-anomalies (normal data only; {pseudo['n_pseudo_codes']} validation images, {n_families} "
+            f"families): copy ratio {value('copy_ratio')}, pseudo AUROC {value('pseudo_auroc')}, "
+            f"I(Z; perturbed) = {value('mi_code_pseudo')} nats (k-NN)")
+
+
 def entropy(args) -> int:
     from analysis.measures import run_entropy
 
@@ -152,6 +183,7 @@ def entropy(args) -> int:
 
         data = load_data_from_args(args, image_size=int(load_config(args.run_dir)["model"]["image_size"]))
     result = run_entropy(args.run_dir, data, method=args.method, split=args.split)
+    result["pseudo_anomalies"] = _pseudo_leakage(args.run_dir, data, args.method)
     if args.json:
         print(to_json(result))
         return 0
@@ -159,6 +191,7 @@ def entropy(args) -> int:
     print(f"H(Z) = {result['h_z']:.4f}{error} {result['units']} "
           f"({result['method']} estimator, {result['n']} {args.split} codes, latent_size={result['latent_size']}); "
           f"Gaussian bound {result['h_z_gaussian']:.4f} {result['units']}")
+    print(_pseudo_line(result["pseudo_anomalies"]))
     if "stderr_note" in result:
         print(f"no standard error: {result['stderr_note']}")
     return 0
@@ -169,7 +202,7 @@ def report(args) -> int:
 
     done = write_report(args.dir, paper_reference=not args.no_paper_reference, criterion=args.criterion,
                         copy_figures_to=args.copy_figures_to)
-    _warn(done["warnings"])
+    _warn(done["warnings"] + done["fallbacks"])
     print(f"report: {done['markdown']} and {done['html']}; {len(done['figures'])} figures"
           + (f" (WARNING: mixed settings, see {done['markdown']})" if done["warnings"] else ""))
     return 0
@@ -202,7 +235,7 @@ def study(args) -> int:
         print(f"entropy-ae: error: {err}", file=sys.stderr)
         return 1
     done = write_report(args.out, copy_figures_to=args.copy_figures_to)
-    _warn(done["warnings"])
+    _warn(done["warnings"] + done["fallbacks"])
     rec = done["recommendation"]
     if "latent_size" in rec:
         print(f"recommended latent size: {rec['latent_size']} ({rec['criterion']})")

@@ -1,5 +1,8 @@
 """Figures of a latent-size sweep. Every function takes the results table and returns a Figure.
 
+Every panel says in its title or legend whether it shows "normal data only" (training and
+validation images, pseudo-anomalies made from them) or something that "uses test labels".
+
 Figures are built with :class:`matplotlib.figure.Figure` directly (no pyplot state), so they work
 under any backend (Agg in tests and scripts) and display inline in notebooks.
 """
@@ -10,6 +13,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
+
+from entropy_ae.data.pseudo_anomalies import FAMILIES as PSEUDO_FAMILIES
 
 # The paper's Fig. 3 (Cai, Chen, Cheng, MICCAI 2024): MSE on images in [-1, 1] against latent
 # size, read off the published figure (about +-0.001 for d <= 16, +-0.0002 beyond); the dataset
@@ -26,6 +31,7 @@ SPLIT_COLUMNS = {
     "test abnormal": "rec_error_test_abnormal",
 }
 SPLIT_COLOURS = {"train normal": "tab:blue", "test normal": "tab:green", "test abnormal": "tab:red"}
+NORMAL_ONLY, TEST_LABELS = "normal data only", "uses test labels"
 
 
 def _check(results: pd.DataFrame, columns) -> pd.DataFrame:
@@ -70,7 +76,7 @@ def plot_performance(results: pd.DataFrame, metrics=("auroc", "ap", "pixel_ap", 
         ax.errorbar(s.index, s["mean"], yerr=s["std"], marker="o", capsize=3, label=metric)
     _log2_axis(ax, sorted(results["latent_size"].unique()))
     ax.set_ylabel("score")
-    ax.set_title(_title(results, "Detection vs latent size"))
+    ax.set_title(_title(results, f"Detection vs latent size ({TEST_LABELS})"))
     ax.legend()
     return fig
 
@@ -87,8 +93,12 @@ def plot_rec_error(results: pd.DataFrame, paper_reference: bool = True) -> Figur
     ax = axes[0]
     for label, column in SPLIT_COLUMNS.items():
         s = _summary(results, column)
-        ax.errorbar(s.index, s["mean"], yerr=s["std"], marker="o", capsize=3, label=label,
-                    color=SPLIT_COLOURS[label])
+        ax.errorbar(s.index, s["mean"], yerr=s["std"], marker="o", capsize=3, color=SPLIT_COLOURS[label],
+                    label=f"{label} ({NORMAL_ONLY if label == 'train normal' else TEST_LABELS})")
+    if "rec_error_val_normal" in results.columns and results["rec_error_val_normal"].notna().any():
+        s = _summary(results.dropna(subset=["rec_error_val_normal"]), "rec_error_val_normal")
+        ax.errorbar(s.index, s["mean"], yerr=s["std"], marker="^", ls="--", capsize=3, color="tab:cyan",
+                    label=f"val normal ({NORMAL_ONLY})")
     ax.set_yscale("log")
     _log2_axis(ax, sorted(results["latent_size"].unique()))
     ax.set_ylabel("reconstruction MSE (images in [-1, 1])")
@@ -156,7 +166,7 @@ def plot_entropy_vs_latent_size(results: pd.DataFrame) -> Figure:
     ax_d.set_title("Intrinsic dimension")
     ax_d.legend()
     _log2_axis(ax_d, sizes)
-    fig.suptitle(_title(results, "Latent entropy vs latent size"))
+    fig.suptitle(_title(results, f"Latent entropy vs latent size ({NORMAL_ONLY}: normal training codes)"))
     return fig
 
 
@@ -184,9 +194,9 @@ def plot_entropy_vs_auroc(results: pd.DataFrame, column: str = "h_z") -> Figure:
     colourbar = fig.colorbar(points, ax=ax)
     colourbar.set_label("latent size d")
     ax.set_xlabel({"h_z": "H(Z) [nats], k-NN", "info_z": "I_sigma(Z) [nats]"}.get(column, column))
-    ax.set_ylabel("image AUROC")
+    ax.set_ylabel(f"image AUROC ({TEST_LABELS})")
     ax.grid(True, alpha=0.3)
-    ax.set_title(_title(results, "Entropy vs AUROC, one point per run"))
+    ax.set_title(_title(results, f"Entropy vs AUROC, one point per run (AUROC {TEST_LABELS})"))
     return fig
 
 
@@ -210,10 +220,60 @@ def plot_label_information(results: pd.DataFrame) -> Figure:
     return fig
 
 
+def _per_family(ax, results: pd.DataFrame, name: str) -> None:
+    """One thin line per pseudo-anomaly family of ``name`` and the mean over families, thick with error bars."""
+    for family in PSEUDO_FAMILIES:
+        column = f"{name}_{family}"
+        if column in results.columns and results[column].notna().any():
+            s = _summary(results.dropna(subset=[column]), column)
+            ax.plot(s.index, s["mean"], marker=".", lw=1, alpha=0.6, label=family)
+    s = _summary(results.dropna(subset=[name]), name)
+    ax.errorbar(s.index, s["mean"], yerr=s["std"], marker="o", capsize=3, lw=2.5, color="k",
+                label="mean over families")
+
+
+def plot_pseudo_anomalies(results: pd.DataFrame) -> Figure:
+    """Pseudo-anomaly AUROC and copy ratio against latent size, beside the test AUROC.
+
+    Panels: (1) the image AUROC of pseudo-anomalies made from the validation images, per family
+    and their mean; (2) the copy ratio, the share of a defect's energy the AE reconstructs (0: it
+    ignores the defect, 1: it copies it -- the identical shortcut); both normal data only. (3) the
+    test AUROC, which uses test labels, for comparison. Means over seeds with +- sd error bars.
+    """
+    _check(results, ("pseudo_auroc", "copy_ratio"))
+    if results["pseudo_auroc"].isna().all():
+        raise ValueError("the results table has no pseudo-anomaly values (a sweep that predates them)")
+    sizes = sorted(results["latent_size"].unique())
+    fig = Figure(figsize=(14, 4.2), layout="constrained")
+    ax_p, ax_c, ax_t = fig.subplots(1, 3)
+    _per_family(ax_p, results, "pseudo_auroc")
+    ax_p.axhline(0.5, color="grey", ls=":", lw=1)
+    ax_p.set_ylabel("pseudo-anomaly image AUROC")
+    ax_p.set_title(f"Pseudo-anomaly AUROC ({NORMAL_ONLY})")
+    ax_p.legend(fontsize="small")
+    _per_family(ax_c, results, "copy_ratio")
+    ax_c.axhline(0, color="grey", ls=":", lw=1)
+    ax_c.axhline(1, color="tab:red", ls=":", lw=1, label="1: copies the defect")
+    ax_c.set_ylabel("copy ratio (0 ignores, 1 copies)")
+    ax_c.set_title(f"Copy ratio ({NORMAL_ONLY})")
+    ax_c.legend(fontsize="small")
+    if "auroc" in results.columns and results["auroc"].notna().any():
+        s = _summary(results.dropna(subset=["auroc"]), "auroc")
+        ax_t.errorbar(s.index, s["mean"], yerr=s["std"], marker="o", capsize=3, color="tab:red", label="test AUROC")
+        ax_t.legend(fontsize="small")
+    ax_t.set_ylabel("test image AUROC")
+    ax_t.set_title(f"Test AUROC ({TEST_LABELS}; comparison only)")
+    for ax in (ax_p, ax_c, ax_t):
+        _log2_axis(ax, sizes)
+    fig.suptitle(_title(results, "Pseudo-anomalies vs latent size (means over seeds, ± sd)"))
+    return fig
+
+
 ALL_PLOTS = {
     "performance_vs_latent_size": plot_performance,
     "rec_error_vs_latent_size": plot_rec_error,
     "entropy_vs_latent_size": plot_entropy_vs_latent_size,
     "entropy_vs_auroc": plot_entropy_vs_auroc,
     "label_information_vs_latent_size": plot_label_information,
+    "pseudo_anomalies_vs_latent_size": plot_pseudo_anomalies,
 }

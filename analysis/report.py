@@ -19,7 +19,7 @@ import pandas as pd
 from entropy_ae.io import atomic_write, atomic_write_text
 
 from analysis import plots
-from analysis.recommend import DEFAULT_CRITERION, recommendations, write_recommendation
+from analysis.recommend import DEFAULT_CRITERION, FALLBACK_CRITERION, recommendations, write_recommendation
 from analysis.sweep.layout import FIGURES, REPORT_HTML, REPORT_MD, RESULTS_CSV
 from analysis.sweep.results import load_results
 from analysis.sweep.settings import mixed_settings
@@ -31,8 +31,19 @@ ENTROPY_COLUMNS = (
     ("info_z", "I_sigma(Z)"),
     ("id_levina_bickel_z", "ID(Z) MLE"),
     ("id_twonn_z", "ID(Z) TwoNN"),
-    ("mi_code_label", "I(Z; label)"),
-    ("h_z_abnormal_excess", "H(Z_abn) - H(Z_norm)"),
+    ("mi_code_pseudo", "I(Z; perturbed) [normal only]"),
+    ("h_z_pseudo_excess", "H(Z_pert) - H(Z_clean) [normal only]"),
+    ("mi_code_label", "I(Z; label) [test labels]"),
+    ("h_z_abnormal_excess", "H(Z_abn) - H(Z_norm) [test labels]"),
+)
+# The pseudo-anomaly measurements (validation images and defects made from them: normal data only).
+PSEUDO_TABLE_COLUMNS = (
+    ("rec_error_val_normal", "val-normal MSE"),
+    ("pseudo_auroc", "pseudo AUROC"),
+    ("pseudo_ap", "pseudo AP"),
+    ("pseudo_pixel_ap", "pseudo pixel AP"),
+    ("copy_ratio", "copy ratio"),
+    ("mi_code_pseudo", "I(Z; perturbed)"),
 )
 
 
@@ -68,11 +79,23 @@ def table1(results: pd.DataFrame, percent: bool = True) -> pd.DataFrame:
     return table
 
 
-def entropy_table(results: pd.DataFrame) -> pd.DataFrame:
-    """Mean over seeds of every entropy measurement per latent size (nats; ID in dimensions)."""
-    present = [(c, label) for c, label in ENTROPY_COLUMNS if c in results.columns]
+def _means_table(results: pd.DataFrame, columns) -> pd.DataFrame:
+    present = [(c, label) for c, label in columns if c in results.columns and results[c].notna().any()]
     means = results.groupby("latent_size")[[c for c, _ in present]].mean()
     return means.rename(columns=dict(present)).round(3).rename_axis("latent size")
+
+
+def entropy_table(results: pd.DataFrame) -> pd.DataFrame:
+    """Mean over seeds of every entropy measurement per latent size (nats; ID in dimensions)."""
+    return _means_table(results, ENTROPY_COLUMNS)
+
+
+def pseudo_table(results: pd.DataFrame) -> pd.DataFrame:
+    """Mean over seeds of the pseudo-anomaly measurements per latent size (normal data only).
+
+    Empty (no columns) for a sweep that predates them.
+    """
+    return _means_table(results, PSEUDO_TABLE_COLUMNS)
 
 
 def reference_table(results: pd.DataFrame) -> pd.DataFrame:
@@ -195,20 +218,66 @@ def _dataset_blocks(name: str, results: pd.DataFrame, figures: dict, base: Path,
                          ("rec_error_vs_latent_size", "Reconstruction error vs latent size (paper's Fig. 3 beside)"),
                          ("entropy_vs_latent_size", "H(Z) and its comparable counterparts vs latent size"),
                          ("entropy_vs_auroc", "Entropy vs AUROC, one point per run"),
+                         ("pseudo_anomalies_vs_latent_size", "Pseudo-anomalies (normal data only) beside the test "
+                                                             "AUROC (uses test labels)"),
                          ("label_information_vs_latent_size", "What the code knows about lesions")):
         if key in figures:
             blocks.append(("image", (os.path.relpath(figures[key], base), caption)))
     blocks.append(("p", "Entropy measurements of the normal training codes (mean over seeds; nats, ID in "
                         "dimensions). Raw H(Z) is not comparable with H(X_n); I_sigma and ID are (see README)."))
     blocks.append(("table", entropy_table(results)))
+    pseudo = pseudo_table(results)
+    if len(pseudo.columns):
+        blocks.append(("p", "Pseudo-anomaly measurements (mean over seeds; normal data only: the held-out "
+                            "validation images and defects made from them, no test label). Copy ratio: the share "
+                            "of a defect's energy the AE reconstructs (0 ignores, 1 copies)."))
+        blocks.append(("table", pseudo))
     blocks.append(("p", "Normal-image reference (the comparable counterparts of H(X_n)):"))
     blocks.append(("table", reference_table(results)))
+    blocks += recommendation_blocks(name, rec)
+    return blocks
+
+
+def _series(values: dict, digits: int = 3) -> str:
+    return ", ".join(f"d={k}: {v:.{digits}f}" for k, v in values.items())
+
+
+def two_sided_text(ev: dict, latent_size: int) -> str:
+    """The paragraph that explains a ``two_sided`` recommendation from its evidence (both sides)."""
+    scores, errors = ev["score_by_latent_size"], ev["score_se_by_latent_size"]
+    # A single seed has no spread (its se is recorded as 0): no "± 0.000" that would claim one.
+    above = {d: f"{scores[d]:.3f}" + (f" ± {errors[d]:.3f}" if errors[d] > 0 else "") for d in scores
+             if d >= ev["d_low"]}
+    text = (f"Too small (normal data only): the share of the held-out normal validation error's drop each size "
+            f"has made is {_series(ev['held_by_latent_size'], 2)}; sizes from d_low = {ev['d_low']} hold at least "
+            f"{ev['held_min']:.0%} of it. Too large (normal data only): the copy ratio of pseudo-anomalies made from "
+            f"the validation images (0 ignores a defect, 1 copies it) is "
+            f"{_series(ev['copy_ratio_by_latent_size'])}. The score, held share - {ev['leak_weight']:g} x copy "
+            f"ratio / its maximum (± standard error over seeds), is {', '.join(f'd={d}: {v}' for d, v in above.items())}; "
+            f"best at d={ev['best_latent_size']}, and d={latent_size} is the smallest size within "
+            f"{ev['se_factor']:g} standard error(s) of it.")
+    if ev.get("pseudo_auroc_by_latent_size"):
+        text += (f" Pseudo-anomaly AUROC (evidence, not scored): {_series(ev['pseudo_auroc_by_latent_size'])}.")
+    if ev.get("mi_code_pseudo_by_latent_size"):
+        text += f" I(Z; perturbed) [nats]: {_series(ev['mi_code_pseudo_by_latent_size'])}."
+    if ev.get("id_x") is not None:
+        text += (f" Evidence only: ID(X_n) = {ev['id_x']:.2f}, ID(Z) {_series(ev['id_z_by_latent_size'], 2)} "
+                 f"({ev['id_note']}).")
+    return text
+
+
+def recommendation_blocks(name: str, rec: dict) -> list:
+    """The recommendation of one dataset: the rule, its evidence (both sides for two_sided), the regret."""
     ev = rec["evidence"]
     reg = ev["regret_for_context"]
-    blocks.append(("h2", f"Recommendation for {name}: latent size {rec['latent_size']}"))
+    blocks = [("h2", f"Recommendation for {name}: latent size {rec['latent_size']}")]
+    if "fallback" in ev:
+        blocks.append(("warning", fallback_message(name, rec)))
     blocks.append(("p", f"Criterion `{rec['criterion']}`: {ev['rule']}. Uses {ev['uses']}. "
                         f"Other criteria would choose: "
                         + ", ".join(f"{k} -> {v}" for k, v in ev["other_criteria"].items()) + "."))
+    if rec["criterion"] == "two_sided":
+        blocks.append(("p", two_sided_text(ev, rec["latent_size"])))
     text = (f"For context only (test labels, never used by the recommendation): best AUROC "
             f"{reg['oracle_auroc']:.1f} at latent size {reg['oracle_latent_size']}; the recommendation gets "
             f"{reg['recommended_auroc']:.1f} (regret {reg['regret_recommended']:.1f} points)")
@@ -216,6 +285,13 @@ def _dataset_blocks(name: str, results: pd.DataFrame, figures: dict, base: Path,
         text += f"; the default d=16 gets {reg['default_auroc']:.1f} (regret {reg['regret_default']:.1f} points)"
     blocks.append(("p", text + "."))
     return blocks
+
+
+def fallback_message(name: str, rec: dict) -> str:
+    """The warning of a recommendation made by the fallback rule: which rule failed, why, and the rule used."""
+    fallback = rec["evidence"]["fallback"]
+    return (f"dataset {name}: the {fallback['requested_criterion']} rule could not be applied "
+            f"({fallback['reason']}); this recommendation uses {rec['criterion']} instead.")
 
 
 def write_report(out, paper_reference: bool = True, criterion: str = DEFAULT_CRITERION,
@@ -229,13 +305,18 @@ def write_report(out, paper_reference: bool = True, criterion: str = DEFAULT_CRI
     image size, data) are not replicates: the report then carries a warning above that
     dataset's tables, and the messages are returned under ``"warnings"`` for the caller to print.
 
-    Returns ``{"markdown", "html", "figures": {name: path}, "recommendation", "warnings": [str]}``.
+    When the criterion cannot be applied to a dataset (``two_sided`` on a sweep that predates the
+    pseudo-anomaly metrics) its recommendation uses :data:`analysis.recommend.FALLBACK_CRITERION`
+    instead, with a warning in the report; the messages are returned under ``"fallbacks"``.
+
+    Returns ``{"markdown", "html", "figures": {name: path}, "recommendation", "warnings": [str],
+    "fallbacks": [str]}``.
     """
     out = Path(out)
     results = load_results(out)
     if results.empty:
         raise ValueError(f"{out / RESULTS_CSV} has no completed runs; run the sweep first")
-    per_dataset = recommendations(results, criterion)
+    per_dataset = recommendations(results, criterion, fallback=FALLBACK_CRITERION)
     blocks = [("h1", "Latent-size study")]
     all_figures, all_warnings = {}, []
     datasets = sorted(results["dataset"].unique())
@@ -247,6 +328,7 @@ def write_report(out, paper_reference: bool = True, criterion: str = DEFAULT_CRI
         warnings = mixed_settings(group)
         all_warnings += warnings
         blocks += _dataset_blocks(name, group, figures, out, per_dataset[str(name)], warnings)
+    fallbacks = [fallback_message(name, rec) for name, rec in per_dataset.items() if "fallback" in rec["evidence"]]
     payload = write_recommendation(out, criterion, per_dataset)
     atomic_write_text(out / REPORT_MD, render_markdown(blocks))
     atomic_write_text(out / REPORT_HTML, render_html(blocks, "Latent-size study"))
@@ -256,4 +338,4 @@ def write_report(out, paper_reference: bool = True, criterion: str = DEFAULT_CRI
         for path in all_figures.values():
             shutil.copyfile(path, target / Path(path).name)
     return {"markdown": out / REPORT_MD, "html": out / REPORT_HTML, "figures": all_figures,
-            "recommendation": payload, "warnings": all_warnings}
+            "recommendation": payload, "warnings": all_warnings, "fallbacks": fallbacks}

@@ -19,12 +19,36 @@ def manifold_codes(n: int, k: int, latent_size: int, seed: int = 0) -> np.ndarra
     return np.tanh(factors @ mixing) + 0.2 * (factors @ mixing)
 
 
+FAMILIES = ("patch_interpolation", "perlin_texture", "intensity_blob", "cutpaste")
+
+
+def pseudo_columns(d: int, k: int, rng: np.random.Generator) -> dict:
+    """Pseudo-anomaly columns of one run of a k-factor dataset: validation error saturates at d = k, the
+    pseudo AUROC peaks there (too small: blurred; too large: copies), the copy ratio and I(Z; perturbed)
+    grow with d."""
+    eff = min(d, k)
+    out = {"rec_error_val_normal": 0.011 + 0.05 * (1 - eff / k) + 0.0005 * rng.random(),
+           "pseudo_strength": 1.0, "n_pseudo": 100, "n_pseudo_codes": 100, "pseudo_families": ",".join(FAMILIES)}
+    for j, family in enumerate(FAMILIES):
+        out[f"pseudo_auroc_{family}"] = 0.85 - 0.01 * j - 0.05 * abs(np.log2(d / k)) + 0.003 * rng.normal()
+        out[f"pseudo_ap_{family}"] = out[f"pseudo_auroc_{family}"] - 0.02
+        out[f"pseudo_pixel_ap_{family}"] = 0.3 - 0.02 * abs(np.log2(d / k))
+        out[f"copy_ratio_{family}"] = 0.1 + 0.1 * np.log2(d) + 0.02 * j
+        out[f"mi_code_pseudo_{family}"] = 0.01 + 0.02 * np.log2(d) + 0.01 * j
+        out[f"h_z_pseudo_excess_{family}"] = 0.05 * np.log2(d)
+    for name in ("pseudo_auroc", "pseudo_ap", "pseudo_pixel_ap", "copy_ratio", "mi_code_pseudo", "h_z_pseudo_excess"):
+        out[name] = float(np.mean([out[f"{name}_{family}"] for family in FAMILIES]))
+    return out
+
+
 def results_table(k: int = 4, latent_sizes=(1, 2, 4, 8, 16, 32), seeds=(0, 1), dataset: str = "fake-k4",
-                  seed: int = 0) -> pd.DataFrame:
+                  seed: int = 0, pseudo: bool = True) -> pd.DataFrame:
     """A results table shaped like ``analysis.sweep.collect_results`` output, for a dataset of k factors.
 
-    Normal-data columns follow the theory (ID(Z) = min(d, k), information and training error saturate
-    at d = k). Test columns are set so the oracle-best AUROC is at d = k.
+    Normal-data columns follow the theory (ID(Z) = min(d, k), information, training and validation
+    error saturate at d = k; the pseudo-anomaly AUROC peaks at d = k). Test columns are set so the
+    oracle-best AUROC is at d = k. ``pseudo=False``: a table of a sweep that predates the
+    pseudo-anomaly columns.
     """
     rng = np.random.default_rng(seed)
     rows = []
@@ -50,4 +74,6 @@ def results_table(k: int = 4, latent_sizes=(1, 2, 4, 8, 16, 32), seeds=(0, 1), d
                 "id_levina_bickel_x": float(k), "id_levina_bickel_x_stderr": 0.05, "id_twonn_x": float(k), "id_twonn_x_stderr": 0.1,
                 "n_x": 1000, "run_dir": f"{dataset}/latent_size={d}/seed={s}",
             })
+            if pseudo:
+                rows[-1].update(pseudo_columns(d, k, rng))
     return pd.DataFrame(rows)

@@ -29,6 +29,7 @@ from analysis.measures import (  # noqa: E402
 )
 from analysis.recommend import (  # noqa: E402
     NORMAL_ONLY_COLUMNS,
+    RULES,
     from_intrinsic_dimension,
     recommend,
     recommend_all,
@@ -164,18 +165,48 @@ def test_code_and_data_measurements_recover_known_k():
 # --------------------------------------------------------------------------------- recommendation
 
 
+# Columns that carry test-label information, by name: none of them may ever be readable by a rule.
+TEST_LABEL_COLUMNS = {"auroc", "ap", "pixel_ap", "best_dice", "sensitivity", "specificity"}
+TEST_LABEL_MARKERS = ("test", "label", "abnormal", "dice", "sensitivity", "specificity", "per_class", "oracle",
+                      "regret")
+
+
+def uses_test_labels(column: str) -> bool:
+    return column in TEST_LABEL_COLUMNS or any(marker in column for marker in TEST_LABEL_MARKERS)
+
+
+def test_no_test_label_column_is_readable_by_a_rule():
+    assert not [c for c in NORMAL_ONLY_COLUMNS if uses_test_labels(c)]
+    # the guard can fail: it sees the test-label columns of a real table and of the fakes
+    for column in ("auroc", "rec_error_test_abnormal", "mi_code_label", "h_z_abnormal_excess", "n_per_class"):
+        assert uses_test_labels(column), column
+    for column in ("pseudo_auroc", "copy_ratio_cutpaste", "rec_error_val_normal", "mi_code_pseudo"):
+        assert not uses_test_labels(column) and column in NORMAL_ONLY_COLUMNS, column
+
+
 def test_recommendation_finds_known_k_and_ignores_test_columns():
     table = results_table(k=4)
     rec = recommend(table)
-    assert rec["latent_size"] == 4 and rec["criterion"] == "id_match"
-    assert rec["evidence"]["other_criteria"] == {"info_saturation": 4, "rec_elbow": 4, "intrinsic_dimension": 4}
-    # Scrambling every test-label-derived column must not change any recommendation.
+    assert rec["latent_size"] == 4 and rec["criterion"] == "two_sided"
+    assert rec["evidence"]["other_criteria"] == {"id_match": 4, "info_saturation": 4, "rec_elbow": 4,
+                                                 "intrinsic_dimension": 4}
+    # Every column the fake table has that a rule may not read is a test-label column: scrambled below.
+    hidden = set(table.columns) - NORMAL_ONLY_COLUMNS
+    assert {"auroc", "mi_code_label", "rec_error_test_abnormal"} <= hidden
+    # Scrambling every test-label-derived column must not change any recommendation of any rule.
     scrambled = table.copy()
     rng = np.random.default_rng(0)
-    for column in set(table.columns) - NORMAL_ONLY_COLUMNS:
+    for column in hidden:
         scrambled[column] = rng.permutation(scrambled[column].values)
-    for criterion in ("id_match", "info_saturation", "rec_elbow"):
-        assert recommend(scrambled, criterion)["latent_size"] == recommend(table, criterion)["latent_size"]
+    assert set(RULES) >= {"two_sided", "id_match", "info_saturation", "rec_elbow"}
+    for criterion in RULES:
+        assert recommend(scrambled, criterion)["latent_size"] == recommend(table, criterion)["latent_size"], criterion
+    # The comparison can fail: two_sided does follow a column it reads (d = 32 made the one that
+    # copies nothing, every other size copying as much as the largest).
+    moved = table.copy()
+    moved["copy_ratio"] = moved["copy_ratio"].max()
+    moved.loc[moved["latent_size"] == 32, "copy_ratio"] = 0.0
+    assert recommend(moved)["latent_size"] == 32
 
 
 def test_recommendation_from_measured_codes_of_known_k():

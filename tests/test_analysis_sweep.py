@@ -6,6 +6,7 @@ Tiny settings: 16x16 synthetic images, 48 training images, 1-2 epochs, latent si
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -32,6 +33,8 @@ SCHEMA = {
     "rec_error_train_normal", "rec_error_test_normal", "rec_error_test_abnormal", "train_seconds",
     "entropy_seconds", "h_z", "h_z_stderr", "h_z_gaussian", "info_z", "id_levina_bickel_z", "id_twonn_z",
     "mi_code_label", "h_z_abnormal_excess", "info_x", "id_levina_bickel_x", "id_twonn_x", "sigma", "run_dir",
+    "rec_error_val_normal", "copy_ratio", "pseudo_auroc", "pseudo_ap", "pseudo_pixel_ap", "mi_code_pseudo",
+    "h_z_pseudo_excess", "copy_ratio_cutpaste", "pseudo_auroc_perlin_texture", "mi_code_pseudo_intensity_blob",
 }
 
 
@@ -75,7 +78,8 @@ def test_sweep_layout_and_results_schema(tmp_path, data, monkeypatch):
     assert sorted(zip(on_disk.latent_size, on_disk.seed)) == [(1, 0), (1, 1), (4, 0), (4, 1)]
     assert on_disk["auroc"].between(0, 1).all() and (on_disk["train_seconds"] > 0).all()
     measured = ["h_z", "h_z_stderr", "h_z_gaussian", "info_z", "id_levina_bickel_z", "mi_code_label",
-                "h_z_abnormal_excess"]
+                "h_z_abnormal_excess", "rec_error_val_normal", "pseudo_auroc", "copy_ratio", "mi_code_pseudo",
+                "h_z_pseudo_excess"]
     assert on_disk[measured].notna().all().all() and "errors" not in on_disk.columns
     assert (on_disk["h_z"] <= on_disk["h_z_gaussian"] + 3 * on_disk["h_z_stderr"] + 0.5).all()  # Gaussian bound
     assert (on_disk["mi_code_label"] <= 0.6931 + 0.1).all()  # I(Z; Y) <= log 2 for balanced classes
@@ -85,6 +89,39 @@ def test_sweep_layout_and_results_schema(tmp_path, data, monkeypatch):
     before = _snapshot(tmp_path)
     run_sweep(data, [1, 4], [0, 1], 1, tmp_path, executor="sequential", progress=False)
     assert len(calls) == 4 and _snapshot(tmp_path) == before
+
+
+def test_pseudo_anomaly_columns_come_last_and_runs_that_predate_them_are_measured(tmp_path, data):
+    from analysis.sweep.results import PSEUDO_KEYS, RESULT_KEYS
+
+    table = run_sweep(data, [2], [0], 1, tmp_path, executor="sequential", progress=False)
+    columns = list(pd.read_csv(tmp_path / "results.csv").columns)
+    assert columns[:len(RESULT_KEYS)] == list(RESULT_KEYS)  # the existing columns keep their order
+    assert columns[-len(PSEUDO_KEYS):] == list(PSEUDO_KEYS) and columns.index("run_dir") < columns.index("copy_ratio")
+    assert table["pseudo_auroc"].between(0, 1).all() and (table["mi_code_pseudo"] <= math.log(2) + 0.1).all()
+    assert table["pseudo_families"].iloc[0] == "patch_interpolation,perlin_texture,intensity_blob,cutpaste"
+    # A run trained before evaluate_model recorded the pseudo-anomaly metrics: they are measured, not NaN.
+    run = next(iter(completed_runs(tmp_path)))
+    metrics = json.loads((run / "metrics.json").read_text())
+    old = {k: v for k, v in metrics.items() if k not in PSEUDO_KEYS and not k.startswith("pseudo_")}
+    assert "copy_ratio_cutpaste" not in old and "auroc" in old
+    (run / "metrics.json").write_text(json.dumps(old))
+    (run / "entropy.json").unlink()
+    again = collect_results(tmp_path)
+    measured = json.loads((run / "entropy.json").read_text())
+    assert "pseudo_auroc" in measured and "rec_error_val_normal" in measured
+    for key in ("rec_error_val_normal", "copy_ratio", "pseudo_auroc", "pseudo_pixel_ap", "copy_ratio_cutpaste"):
+        # the same model, images and defects (seed + j) as at training time: equal up to float32 sums
+        assert again[key].iloc[0] == pytest.approx(table[key].iloc[0], rel=1e-4, abs=1e-7), key
+    assert again["mi_code_pseudo"].iloc[0] == pytest.approx(table["mi_code_pseudo"].iloc[0])
+
+
+def test_a_row_without_pseudo_anomaly_values_gets_nan():
+    from analysis.sweep.results import PSEUDO_KEYS, _pseudo_columns
+
+    row = _pseudo_columns({"auroc": 0.7, "rec_error_val_normal": None}, {})
+    assert set(row) == set(PSEUDO_KEYS) and all(isinstance(v, float) and math.isnan(v) for v in row.values())
+    assert _pseudo_columns({"pseudo_families": ["a", "b"]}, {"copy_ratio": 0.5})["pseudo_families"] == "a,b"
 
 
 def test_resume_after_an_interruption_loses_and_recomputes_nothing(tmp_path, data, monkeypatch):
@@ -236,8 +273,16 @@ def test_cli_end_to_end(tmp_path, capsys):
     result = json.loads(capsys.readouterr().out)
     assert {"h_z", "stderr", "units", "method", "n", "latent_size"} <= set(result)
     assert result["units"] == "nats" and result["n"] == 48 and result["method"] == "knn"
+    pseudo = result["pseudo_anomalies"]  # normal data only: the run's 12 validation images
+    assert pseudo["pseudo_metrics_source"] == "metrics.json" and pseudo["n_pseudo_codes"] == 12
+    recorded = json.loads((run / "metrics.json").read_text())
+    assert pseudo["copy_ratio"] == recorded["copy_ratio"] and pseudo["pseudo_auroc"] == recorded["pseudo_auroc"]
+    assert pseudo["mi_code_pseudo"] <= math.log(2) + 0.1 and "mi_code_pseudo_cutpaste" in pseudo
     assert main(["entropy", str(run), "--split", "test_abnormal", "--method", "gaussian"]) == 0
-    assert "nats" in capsys.readouterr().out
+    lines = capsys.readouterr().out.splitlines()
+    assert "nats" in lines[0]
+    assert lines[1].startswith("pseudo-anomalies (normal data only; 12 validation images, 4 families): copy ratio ")
+    assert "pseudo AUROC" in lines[1] and "I(Z; perturbed) = " in lines[1]
 
     assert main(["recommend", str(out), "--criterion", "rec_elbow"]) == 0
     assert json.loads(capsys.readouterr().out)["criterion"] == "rec_elbow"

@@ -53,9 +53,10 @@ def test_explore_sweep_notebook(tmp_path, monkeypatch):
     notebook = _execute("explore_sweep.ipynb", tmp_path, monkeypatch, EAE_NB_SWEEP_DIR=str(sweep_dir))
     assert (sweep_dir / "results.csv").is_file()
     outputs = _outputs(notebook)
-    assert sum("image/png" in o.get("data", {}) for o in outputs) >= 5  # every curve drawn
+    assert sum("image/png" in o.get("data", {}) for o in outputs) >= 6  # every curve drawn, pseudo-anomalies too
     text = "".join(str(o.get("text", "")) + str(o.get("data", {}).get("text/plain", "")) for o in outputs)
     assert "recommended latent size" in text and "intrinsic_dimension" in text
+    assert "by two_sided" in text and "d_low:" in text and "predates" not in text
 
 
 def test_default_paths_are_the_repositorys_when_started_in_notebooks(tmp_path, monkeypatch):

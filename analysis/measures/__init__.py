@@ -23,6 +23,12 @@ Three kinds of measurement live here.
    beyond normal ones (:func:`label_information`). These use test labels and are *analysis*
    only; the recommendation never sees them.
 
+4. Their normal-data counterparts, the "too large" side without test labels (:mod:`.pseudo`):
+   how much the code knows about pseudo-anomalies made from the held-out normal validation
+   images, ``I(Z; perturbed)`` and ``H(Z | perturbed) - H(Z | clean)``
+   (:func:`pseudo_information`), beside the copy ratio and pseudo AUROC of the run
+   (:func:`run_pseudo_leakage`).
+
 :mod:`.recorded` puts them together as the sweep records them: :func:`data_reference` (once per
 dataset) and :func:`run_measurements` (once per run).
 """
@@ -36,6 +42,7 @@ from analysis.measures.entropy import (
 )
 from analysis.measures.information import UNITS, information_at_resolution, matching_sigma, normalise
 from analysis.measures.intrinsic_dim import ID_METHODS, IntrinsicDimension, intrinsic_dimension, levina_bickel, twonn
+from analysis.measures.pseudo import pseudo_codes, pseudo_information, run_pseudo_leakage
 from analysis.measures.recorded import code_measurements, data_reference, run_measurements
 
 __all__ = [
@@ -53,7 +60,10 @@ __all__ = [
     "matching_sigma",
     "min_samples_for_stderr",
     "normalise",
+    "pseudo_codes",
+    "pseudo_information",
     "run_entropy",
     "run_measurements",
+    "run_pseudo_leakage",
     "twonn",
 ]

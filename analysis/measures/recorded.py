@@ -2,7 +2,9 @@
 
 The keys of these dicts are columns of the results table. The intrinsic dimension is recorded
 per estimator of :data:`analysis.measures.intrinsic_dim.ID_METHODS` as ``id_<method>_x`` (normal
-images) and ``id_<method>_z`` (codes), each with its ``_stderr``.
+images) and ``id_<method>_z`` (codes), each with its ``_stderr``. The pseudo-anomaly information
+(``mi_code_pseudo``, ``h_z_pseudo_excess``, :mod:`analysis.measures.pseudo`) is recorded too, and
+so are the run's pseudo-anomaly metrics when its metrics.json predates them.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import numpy as np
 from analysis.measures.entropy import label_information, latents_of, run_entropy
 from analysis.measures.information import MAX_POINTS, flatten, information_at_resolution, matching_sigma, subsample
 from analysis.measures.intrinsic_dim import ESTIMATORS, ID_METHODS
+from analysis.measures.pseudo import MIN_CODES, run_pseudo_leakage
 
 
 def data_reference(images, sigma: float | None = None, max_points: int = MAX_POINTS) -> dict:
@@ -79,6 +82,22 @@ def run_measurements(run_dir, data, sigma: float, method: str = "knn", latents: 
     attempt("code", lambda: code_measurements(latents["train_normal"], sigma))
     if len(latents.get("test_abnormal", ())) >= 10 and len(latents.get("test_normal", ())) >= 10:
         attempt("label", lambda: label_information(latents["test_normal"], latents["test_abnormal"], method=method))
+    if data is not None and data.val is not None and len(data.val) >= MIN_CODES:
+        attempt("pseudo", lambda: pseudo_measurements(run_dir, data, method))
     if errors:
         out["errors"] = errors
     return out
+
+
+def pseudo_measurements(run_dir, data, method: str = "knn") -> dict:
+    """The pseudo-anomaly columns a run's metrics.json does not already give the results table.
+
+    Always the information of the code about the perturbation (:func:`run_pseudo_leakage`);
+    also the copy ratio, pseudo AUROC / AP / pixel AP and ``rec_error_val_normal`` when the run
+    was trained before evaluate_model recorded them, so such a run gets them without retraining.
+    """
+    measured = run_pseudo_leakage(run_dir, data, method=method)
+    if measured.pop("pseudo_metrics_source") == "metrics.json":
+        measured = {k: v for k, v in measured.items() if k.startswith(("mi_code_pseudo", "h_z_pseudo_excess"))
+                    or k == "n_pseudo_codes"}
+    return measured

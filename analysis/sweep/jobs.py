@@ -33,7 +33,7 @@ from analysis.sweep.settings import SettingsMismatch, canonical, describe, setti
 
 # What entropy.json and reference.json hold; raised when their keys (columns of the results table)
 # change, so files written under other column names are measured again instead of mixed in.
-MEASUREMENTS_VERSION = 2
+MEASUREMENTS_VERSION = 3
 
 _DATA_CACHE: dict = {}
 

@@ -15,6 +15,7 @@ import pandas as pd
 from entropy_ae.io import atomic_write, atomic_write_text
 from entropy_ae.runs import is_complete, load_config, load_metrics
 
+from analysis.measures.pseudo import INFORMATION, PSEUDO_METRICS, family_columns
 from analysis.sweep.jobs import log, measure_run, read_reference, stored_measurements, weights_sha256
 from analysis.sweep.layout import RESULTS_CSV, RESULTS_PARQUET, RUN_GLOB, grid_point
 from analysis.sweep.settings import SETTING_COLUMNS, MixedSettingsWarning, mixed_settings, run_settings
@@ -36,6 +37,12 @@ RESULT_KEYS = (
     "final_loss",
     "train_seconds",
     "entropy_seconds",
+)
+# Pseudo-anomaly columns (normal data only: validation images and defects made from them), after
+# every other column; NaN for a run that has none (no validation images, or a failed measurement).
+PSEUDO_KEYS = (
+    "rec_error_val_normal", *PSEUDO_METRICS, *INFORMATION, *family_columns(),
+    "pseudo_families", "pseudo_strength", "n_pseudo", "n_pseudo_codes",
 )
 # Keys of reference.json that are not columns (the table has them already, or they are bookkeeping).
 _REFERENCE_NOT_COLUMNS = ("dataset", "image_size", "data_spec", "measurements_version")
@@ -84,7 +91,21 @@ def _row(run_dir: Path, out: Path, references: dict, method: str) -> dict:
     if ref is not None:
         row.update({k: v for k, v in ref.items() if k not in _REFERENCE_NOT_COLUMNS})
     row["run_dir"] = str(run_dir.relative_to(out))
+    row.update(_pseudo_columns(metrics, measured or {}))
     return row
+
+
+def _pseudo_columns(metrics: dict, measured: dict) -> dict:
+    """The :data:`PSEUDO_KEYS` of a row: from metrics.json, else measured (a run that predates them), else NaN."""
+    out = {}
+    for key in PSEUDO_KEYS:
+        value = metrics.get(key)
+        if value is None:
+            value = measured.get(key)
+        if isinstance(value, list):  # metrics.json lists the families
+            value = ",".join(map(str, value))
+        out[key] = float("nan") if value is None else value
+    return out
 
 
 def collect_results(out, method: str = "knn", progress: bool = False) -> pd.DataFrame:
@@ -99,9 +120,10 @@ def collect_results(out, method: str = "knn", progress: bool = False) -> pd.Data
     references: dict = {}
     table = pd.DataFrame([_row(r, out, references, method) for r in completed_runs(out)])
     if table.empty:
-        table = pd.DataFrame(columns=list(RESULT_KEYS) + list(SETTING_COLUMNS) + ["run_dir"])
+        table = pd.DataFrame(columns=list(RESULT_KEYS) + list(SETTING_COLUMNS) + ["run_dir"] + list(PSEUDO_KEYS))
     first = [k for k in dict.fromkeys((*RESULT_KEYS, *SETTING_COLUMNS)) if k in table.columns]
-    table = table[first + [c for c in table.columns if c not in first]]
+    last = [k for k in PSEUDO_KEYS if k in table.columns]
+    table = table[first + [c for c in table.columns if c not in first and c not in last] + last]
     atomic_write_text(out / RESULTS_CSV, table.to_csv(index=False))
     write_parquet(table, out / RESULTS_PARQUET)
     log(f"sweep: {len(table)} completed runs in {out / RESULTS_CSV}", progress)

@@ -100,7 +100,7 @@ def bootstrap(table: pd.DataFrame, pick, rng: np.random.Generator, n: int = BOOT
     return float(low), float(high)
 
 
-def evaluate(tables: dict, roles: dict, seed: int = 0) -> list[dict]:
+def evaluate(tables: dict, roles: dict, n_bootstrap: int = BOOTSTRAP, seed: int = 0) -> list[dict]:
     """One row per (dataset, choice): the chosen d, its regret and the regret's bootstrap interval."""
     rng = np.random.default_rng(seed)
     dev = [name for name in tables if roles[name] == "dev" and not saturated(tables[name])]
@@ -115,7 +115,7 @@ def evaluate(tables: dict, roles: dict, seed: int = 0) -> list[dict]:
         auroc = table.groupby("latent_size")["auroc"].mean() * 100
         for choice, pick in picks.items():
             d = pick(table)
-            low, high = bootstrap(table, pick, rng)
+            low, high = bootstrap(table, pick, rng, n_bootstrap)
             rows.append({"dataset": name, "role": roles[name], "saturated": saturated(table), "choice": choice,
                          "d": d, "regret": regret(table, d) if d is not None else float("nan"),
                          "regret_low": low, "regret_high": high, "oracle_d": int(auroc.idxmax()),
@@ -181,11 +181,13 @@ def main(argv=None) -> int:
     parser.add_argument("--datasets", default=None, help="semicolon-separated SPEC@EPOCHS@ROLE entries")
     parser.add_argument("--tune", action="store_true", help="also grid-search the two_sided settings on the dev sets")
     parser.add_argument("--quick", action="store_true", help="tiny smoke-test settings (16x16, 1 epoch)")
+    parser.add_argument("--bootstrap", type=int, default=BOOTSTRAP, help=f"bootstrap replicates (default {BOOTSTRAP})")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     datasets = DATASETS
     if args.quick:
         datasets, args.image_size, args.latent_sizes, args.seeds = QUICK_DATASETS, 16, "1,4,16", "0,1"
+        args.bootstrap = min(args.bootstrap, 10)
     if args.datasets:
         datasets = [tuple(s.split("@")) for s in args.datasets.split(";")]
         datasets = [(spec, int(epochs), role) for spec, epochs, role in datasets]
@@ -195,13 +197,13 @@ def main(argv=None) -> int:
     for spec, epochs, role in datasets:
         tables[spec], roles[spec] = sweep(spec, epochs, args), role
     tuned = tune(tables, roles) if args.tune else None
-    rows = evaluate(tables, roles)
+    rows = evaluate(tables, roles, args.bootstrap)
     text = markdown(rows, tables)
     settings = (f"image_size={args.image_size}, latent sizes {args.latent_sizes}, seeds {args.seeds}, "
                 f"datasets {datasets}, total {time.perf_counter() - start:.0f} s")
     print(text + f"\n\n{settings}")
     if tuned is not None:
-        print(f"\ntwo_sided thresholds on the dev sets: best {tuned['best']} (mean dev regret "
+        print(f"\ntwo_sided settings on the dev sets: best {tuned['best']} (mean dev regret "
               f"{tuned['mean_dev_regret']:.2f}); all: " + "; ".join(f"{o} {s:.2f}" for s, o in tuned["all"]))
     atomic_write_text(args.out / "benchmark.md", text + f"\n\n{settings}\n")
     atomic_write_json(args.out / "benchmark.json", {"rows": rows, "settings": settings, "tuned": tuned,

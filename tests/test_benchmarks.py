@@ -74,3 +74,15 @@ def test_estimator_gpu_rows_agree_with_the_cpu_path(capsys):
         # The torch path and the CPU trees see the same distances up to rounding: same counts, same estimate.
         assert abs(float(gap)) < 1e-9, (case, d, variant)
         assert float(seconds) > 0
+
+
+def test_recommendation_benchmark_runs_end_to_end_on_tiny_settings(tmp_path, capsys):
+    """The rebuilt recommendation benchmark: sweeps, choices, bootstrap intervals, dev/judge blocks, tuning."""
+    bench = _script("recommendation")
+    assert bench.main(["--quick", "--tune", "--quiet", "--out", str(tmp_path)]) == 0
+    text = (tmp_path / "benchmark.md").read_text()
+    assert "**Judge datasets (nothing was chosen on them)**" in text and "Development datasets" in text
+    for choice in ("two_sided", "id_match", "fixed d=16", "best fixed on dev"):
+        assert choice in text
+    assert re.search(r"\| two_sided \| \d+ \| [\d.]+ \[[\d.-]+, [\d.-]+\] \|", text)  # regret with its interval
+    assert "two_sided settings on the dev sets: best {'leak_weight'" in capsys.readouterr().out

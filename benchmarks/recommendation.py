@@ -129,12 +129,13 @@ def saturated(table: pd.DataFrame) -> bool:
 
 
 def tune(tables: dict, roles: dict) -> dict:
-    """Grid-search the two_sided rule's leak weight and se factor on the dev datasets (mean regret)."""
+    """Grid-search the two_sided rule's three settings on the dev datasets (mean regret)."""
     dev = {n: t for n, t in tables.items() if roles[n] == "dev" and not saturated(t)}
-    grid = {"leak_weight": (0.25, 0.5, 1.0, 2.0, 4.0), "se_factor": (0.0, 0.5, 1.0, 2.0)}
+    grid = {"leak_weight": (0.25, 0.5, 1.0, 2.0, 4.0), "se_factor": (0.0, 0.5, 1.0, 2.0),
+            "held_min": (0.25, 0.5, 0.75)}
     scores = []
-    for weight, se in itertools.product(*grid.values()):
-        options = {"leak_weight": weight, "se_factor": se}
+    for weight, se, held in itertools.product(*grid.values()):
+        options = {"leak_weight": weight, "se_factor": se, "held_min": held}
         values = []
         for table in dev.values():
             try:

@@ -265,7 +265,7 @@ def evaluate_model(
         n_test_abnormal=int(abnormal.sum()),
     )
     if pseudo_anomalies and data.val is not None and len(data.val) >= 2:
-        from .leakage import pseudo_anomaly_metrics  # imported here: it builds on this module
+        from .leakage import pseudo_anomaly_metrics, pseudo_anomaly_seed  # imported here: it builds on this module
 
-        metrics.update(pseudo_anomaly_metrics(model, data.val, seed=int(data.spec.get("seed", 0))))
+        metrics.update(pseudo_anomaly_metrics(model, data.val, seed=pseudo_anomaly_seed(data)))
     return metrics

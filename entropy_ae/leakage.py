@@ -33,6 +33,23 @@ from .evaluation import reconstruct
 METRICS = ("copy_ratio", "pseudo_auroc", "pseudo_ap", "pseudo_pixel_ap")
 
 
+def pseudo_anomaly_seed(data) -> int:
+    """The seed a dataset's pseudo-anomalies are drawn from: its spec's split seed (0 without one)."""
+    spec = getattr(data, "spec", None)
+    return int(spec.get("seed", 0)) if isinstance(spec, dict) else 0
+
+
+def pseudo_anomalies(images: np.ndarray, families=FAMILIES, strength: float = 1.0, seed: int = 0):
+    """``(family, perturbed, masks)`` for each family; family ``j`` uses seed ``seed + j``.
+
+    The one place that fixes which defects a run is scored on, so every measurement of the same
+    run and seed (here and in the analysis layer) sees the same images.
+    """
+    for j, family in enumerate(families):
+        perturbed, masks = make_pseudo_anomalies(images, family, strength, seed + j)
+        yield family, perturbed, masks
+
+
 def copy_ratio(clean: np.ndarray, perturbed: np.ndarray, rec_clean: np.ndarray, rec_perturbed: np.ndarray,
                masks: np.ndarray) -> np.ndarray:
     """Per image: the energy of the change of the reconstruction over that of the input, inside the mask.
@@ -88,8 +105,7 @@ def pseudo_anomaly_metrics(model, images: np.ndarray, families=FAMILIES, strengt
     rec_clean = reconstruct(model, images)
     clean_maps = (rec_clean - images) ** 2
     out: dict = {}
-    for j, family in enumerate(families):
-        perturbed, masks = make_pseudo_anomalies(images, family, strength, seed + j)
+    for family, perturbed, masks in pseudo_anomalies(images, families, strength, seed):
         rec = reconstruct(model, perturbed)
         maps = (rec - perturbed) ** 2
         scores = np.concatenate([clean_maps.mean(axis=(1, 2, 3)), maps.mean(axis=(1, 2, 3))])

@@ -17,9 +17,9 @@ so nothing here uses a test label. They are the counterparts of :func:`label_inf
     room the defects take in the code beyond the clean images.
 
 Both per family (``<name>_<family>``) and as the mean over the families (``<name>``). The defects
-are those of :func:`entropy_ae.leakage.pseudo_anomaly_metrics` (family ``j`` uses seed
-``seed + j``, ``seed`` the data spec's split seed), so the codes measured here are of the very
-images the run's copy ratio and pseudo AUROC were scored on.
+come from :func:`entropy_ae.leakage.pseudo_anomalies` with the seed of
+:func:`entropy_ae.leakage.pseudo_anomaly_seed`, as the run's own scoring, so the codes measured
+here are of the very images the run's copy ratio and pseudo AUROC were scored on.
 
 :func:`run_pseudo_leakage` gathers every pseudo-anomaly measurement of a run: these two, and the
 copy ratio, pseudo AUROC / AP / pixel AP and ``rec_error_val_normal`` of the run's
@@ -33,7 +33,7 @@ import math
 
 import numpy as np
 
-from entropy_ae.data.pseudo_anomalies import FAMILIES, make_pseudo_anomalies
+from entropy_ae.data.pseudo_anomalies import FAMILIES
 from entropy_ae.estimators import entropy, mutual_information_discrete
 
 # Fewest validation images for the k-NN measures: Ross's estimator needs more than k = 3 per class,
@@ -49,24 +49,16 @@ def family_columns(names=PSEUDO_METRICS + INFORMATION, families=FAMILIES) -> lis
     return [f"{name}_{family}" for name in names for family in families]
 
 
-def data_seed(data) -> int:
-    """The seed the pseudo-anomalies of ``data`` are drawn from: its spec's split seed (as evaluate_model)."""
-    spec = getattr(data, "spec", None) or {}
-    return int(spec.get("seed", 0)) if isinstance(spec, dict) else 0
-
-
 def pseudo_codes(model, images, families=FAMILIES, strength: float = 1.0, seed: int = 0) -> dict:
     """Codes of ``images`` with each family's pseudo-anomaly: ``{family: (n, d) float64}``.
 
     Family ``j`` of ``families`` uses seed ``seed + j``, as :func:`entropy_ae.leakage.pseudo_anomaly_metrics`.
     """
     from entropy_ae.evaluation import encode_images  # torch: only when codes are computed
+    from entropy_ae.leakage import pseudo_anomalies
 
-    out = {}
-    for j, family in enumerate(families):
-        perturbed, _ = make_pseudo_anomalies(images, family, strength, seed + j)
-        out[family] = np.asarray(encode_images(model, perturbed), dtype=np.float64)
-    return out
+    return {family: np.asarray(encode_images(model, perturbed), dtype=np.float64)
+            for family, perturbed, _ in pseudo_anomalies(images, families, strength, seed)}
 
 
 def _excess(h_perturbed: float, h_clean: float) -> float:
@@ -138,9 +130,9 @@ def recorded_pseudo_metrics(metrics: dict) -> dict:
 def _scored_now(model, data, families, strength: float) -> dict:
     """The metrics.json pseudo-anomaly metrics and ``rec_error_val_normal``, computed now on ``data.val``."""
     from entropy_ae.evaluation import image_scores
-    from entropy_ae.leakage import pseudo_anomaly_metrics
+    from entropy_ae.leakage import pseudo_anomaly_metrics, pseudo_anomaly_seed
 
-    out = pseudo_anomaly_metrics(model, data.val, families, strength, seed=data_seed(data))
+    out = pseudo_anomaly_metrics(model, data.val, families, strength, seed=pseudo_anomaly_seed(data))
     out["pseudo_families"] = ",".join(out["pseudo_families"])
     out["rec_error_val_normal"] = float(np.mean(image_scores(model, data.val)))
     return out
@@ -173,6 +165,7 @@ def run_pseudo_leakage(run_dir, data=None, method: str = "knn") -> dict:
         When the data have fewer than :data:`MIN_CODES` validation images.
     """
     from entropy_ae.evaluation import encode_images
+    from entropy_ae.leakage import pseudo_anomaly_seed
     from entropy_ae.runs import data_from_config, load_metrics, load_model
 
     model, config = load_model(run_dir, device="cpu")
@@ -189,6 +182,6 @@ def run_pseudo_leakage(run_dir, data=None, method: str = "knn") -> dict:
     out = dict(recorded) if recorded else _scored_now(model, data, families, strength)
     out["pseudo_metrics_source"] = "metrics.json" if recorded else "measured"
     z_clean = np.asarray(encode_images(model, data.val), dtype=np.float64)
-    z_perturbed = pseudo_codes(model, data.val, families, strength, data_seed(data))
+    z_perturbed = pseudo_codes(model, data.val, families, strength, pseudo_anomaly_seed(data))
     out.update(pseudo_information(z_clean, z_perturbed, method=method))
     return out

@@ -20,7 +20,16 @@ from collections.abc import Sequence
 
 from entropy_ae import __version__
 from entropy_ae.data import SPLITS
-from entropy_ae.options import DATA_HELP, Parser, add_data_options, int_list, non_negative_int, positive_int
+from entropy_ae.options import (
+    DATA_HELP,
+    MODEL_KINDS_HELP,
+    Parser,
+    add_data_options,
+    add_model_options,
+    int_list,
+    non_negative_int,
+    positive_int,
+)
 
 from analysis.executors import EXECUTORS, add_executor_options
 from analysis.recommend import DEFAULT_CRITERION, FALLBACK_CRITERION, RULES
@@ -35,6 +44,8 @@ STUDY_LATENT_SIZES = "1,2,4,8,16,32,64"
 STUDY_SEEDS = "0,1"
 STUDY_EPOCHS = 60
 STUDY_IMAGE_SIZE = 32
+# The latent size of the methods beside the AE in the study's Table 2 (the paper's: d=16).
+STUDY_METHODS_LATENT_SIZE = 16
 METHOD_HELP = ("entropy estimator of entropy_ae.estimators.entropy: knn (Kozachenko-Leonenko, the default), "
                "kde, binned or gaussian")
 
@@ -51,9 +62,11 @@ def _add_device_and_threshold(parser: argparse.ArgumentParser) -> None:
 def _add_train(subparsers) -> None:
     train = subparsers.add_parser(
         "train", help="train and evaluate one autoencoder, save a run directory",
-        description="Train the paper's autoencoder on the normal training images, evaluate it on the test set "
-                    "and save weights.safetensors, config.json, metrics.json and loss_history.csv in --out.")
+        description="Train the paper's autoencoder (or another --model) on the normal training images, evaluate "
+                    "it on the test set and save weights.safetensors, config.json, metrics.json and "
+                    "loss_history.csv in --out.")
     add_data_options(train, data_default="synthetic")
+    add_model_options(train)
     train.add_argument("--latent-size", type=positive_int, default=16, metavar="D",
                        help="dimension of the latent code z, 1 to 1024 (default: 16, the paper's default)")
     train.add_argument("--epochs", type=positive_int, default=20, metavar="E",
@@ -127,11 +140,13 @@ def _add_sweep_options(parser: argparse.ArgumentParser, *, data: str, latent_siz
 def _add_analysis(subparsers) -> None:
     sweep = subparsers.add_parser(
         "sweep", help="train one autoencoder per (latent size, seed); resumable",
-        description="Train every (latent size, seed) of the grid into DIR/<dataset>/latent_size=<d>/seed=<s>/, "
+        description="Train every (latent size, seed) of the grid into DIR/<dataset>/latent_size=<d>/seed=<s>/ "
+                    "(another --model into DIR/<dataset>/model=<kind>/...), "
                     "skipping runs already complete (re-run the same command to resume an interrupted sweep), "
                     "measure the entropy of every code, and write DIR/results.csv (and results.parquet).")
     _add_sweep_options(sweep, data="synthetic", latent_sizes="1,2,4,8,16,32,64,128", seeds="0,1,2", epochs=20,
                        image_size=64, out=None)
+    add_model_options(sweep)
     sweep.set_defaults(command_name="sweep")
 
     entropy = subparsers.add_parser(
@@ -190,6 +205,14 @@ def _add_analysis(subparsers) -> None:
                     "then the report, the figures and the recommendation. Resumable like 'sweep'.")
     _add_sweep_options(study, data=STUDY_DATA, latent_sizes=STUDY_LATENT_SIZES, seeds=STUDY_SEEDS,
                        epochs=STUDY_EPOCHS, image_size=STUDY_IMAGE_SIZE, out="runs/study")
+    study.add_argument("--models", default="ae", metavar="KIND1,KIND2,...",
+                       help=f"model kinds to compare ({MODEL_KINDS_HELP}), e.g. ae,vae,memae,ceae,dae: the AE is "
+                            "always swept over --latent-sizes (the recommendation needs it); the others are "
+                            "trained at --methods-latent-size with the same seeds and epochs, at their default "
+                            "settings, and the report adds the paper's Table 2 (default: ae)")
+    study.add_argument("--methods-latent-size", type=positive_int, default=STUDY_METHODS_LATENT_SIZE, metavar="D",
+                       help=f"latent size of the other --models (default: {STUDY_METHODS_LATENT_SIZE}, as the "
+                            "paper's Table 2)")
     study.add_argument("--copy-figures-to", default=None, metavar="PATH",
                        help="also copy the figures (always written to OUT/figures) there, e.g. figures/ of the "
                             "repository (as for 'report')")

@@ -66,7 +66,8 @@ def train(args) -> int:
     from entropy_ae.training import TrainConfig, run_training
 
     config = TrainConfig(latent_size=args.latent_size, epochs=args.epochs, batch_size=args.batch_size,
-                         lr=args.lr, seed=args.seed, device=args.device)
+                         lr=args.lr, seed=args.seed, device=args.device, model=args.model,
+                         model_options=dict(args.model_options))
     # Check every option before loading data, which can take a while, and before any output.
     check_sizes(config.latent_size, args.image_size)
     device = resolve_device(config.device)
@@ -76,7 +77,8 @@ def train(args) -> int:
     data = load_data_from_args(args, image_size=args.image_size)
     if not args.quiet:
         print(f"training on {data.name}: {len(data.train)} normal images {data.image_size}x{data.image_size}, "
-              f"latent_size={config.latent_size}, {config.epochs} epochs, seed={config.seed}, device={device}",
+              f"model={config.model}, latent_size={config.latent_size}, {config.epochs} epochs, seed={config.seed}, "
+              f"device={device}",
               file=sys.stderr)
     metrics = run_training(data, config, args.out, progress=False if args.quiet else None,
                            target_fpr=args.target_fpr, overwrite=args.overwrite)
@@ -109,22 +111,38 @@ def evaluate(args) -> int:
 # ------------------------------------------------------------------------------------- analysis
 
 
+def _study_models(args) -> list[tuple[str, dict, list[int]]]:
+    """``(kind, settings, latent sizes)`` of each sweep a command runs: ``--model``, or the study's ``--models``."""
+    from entropy_ae.model import check_model
+
+    if not hasattr(args, "models"):  # sweep: one kind over the grid
+        check_model(args.model, dict(args.model_options))
+        return [(args.model, dict(args.model_options), args.latent_sizes)]
+    kinds = list(dict.fromkeys(k.strip() for k in args.models.split(",") if k.strip()))
+    for kind in kinds:
+        check_model(kind)
+    return [("ae", {}, args.latent_sizes)] + [(k, {}, [args.methods_latent_size]) for k in kinds if k != "ae"]
+
+
 def _sweep(args, warn_mixed: bool = True):
     from analysis.executors import executor_options
     from analysis.sweep import MixedSettingsWarning, check_executor, check_grid, mixed_settings, run_sweep
 
     # Everything that can be checked without the data first: loading it can take a while.
     _check_entropy_method(args.method)
-    check_grid(args.latent_sizes, args.image_size)
+    sweeps = _study_models(args)
+    for _kind, _settings, sizes in sweeps:
+        check_grid(sizes, args.image_size)
     options = executor_options(args)
     check_executor(args.executor, args.batched, options, progress=False)
     data = load_data_from_args(args, image_size=args.image_size)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", MixedSettingsWarning)  # printed below, once, as a CLI warning
-        table = run_sweep(data, args.latent_sizes, args.seeds, args.epochs, args.out, batch_size=args.batch_size,
-                          lr=args.lr, device=args.device, executor=args.executor, workers=args.workers,
-                          batched=args.batched, method=args.method, progress=not args.quiet,
-                          overwrite=args.overwrite, **options)
+        for kind, settings, sizes in sweeps:
+            table = run_sweep(data, sizes, args.seeds, args.epochs, args.out, batch_size=args.batch_size,
+                              lr=args.lr, device=args.device, executor=args.executor, workers=args.workers,
+                              batched=args.batched, method=args.method, progress=not args.quiet,
+                              overwrite=args.overwrite, model=kind, model_options=settings, **options)
     if warn_mixed:  # the study's report prints them itself
         _warn(mixed_settings(table))
     return table

@@ -269,6 +269,37 @@ def plot_pseudo_anomalies(results: pd.DataFrame) -> Figure:
     return fig
 
 
+METHODS_PLOT = "methods_entropy_vs_auroc"
+METHOD_MARKERS = {"ae": "o", "vae": "s", "memae": "D", "ceae": "^", "dae": "v"}
+
+
+def plot_methods_entropy_vs_auroc(results: pd.DataFrame) -> Figure:
+    """One point per run, AUROC against H(Z) (left) and I_sigma(Z) (right), coloured by model kind.
+
+    The AE's runs at every latent size trace the entropy-AUROC curve; the other methods sit on it
+    where their restriction put their code's entropy (the theory's claim to test).
+    """
+    _check(results, ("auroc", "model"))
+    columns = [c for c in ("h_z", "info_z") if c in results.columns and results[c].notna().any()]
+    if not columns:
+        raise ValueError("the results table has no H(Z) or I_sigma(Z) measurement to plot against")
+    fig = Figure(figsize=(5.5 * len(columns), 4.5), layout="constrained")
+    axes = fig.subplots(1, len(columns), squeeze=False)[0]
+    kinds = list(dict.fromkeys(["ae", *results["model"].unique()]))
+    for ax, column in zip(axes, columns):
+        for i, kind in enumerate(k for k in kinds if (results["model"] == k).any()):
+            runs = results[results["model"] == kind]
+            label = kind if kind != "ae" else "ae (every latent size)"
+            ax.scatter(runs[column], runs["auroc"], marker=METHOD_MARKERS.get(kind, "o"), color=f"C{i}",
+                       edgecolors="k", linewidths=0.5, label=label)
+        ax.set_xlabel({"h_z": "H(Z) [nats], k-NN", "info_z": "I_sigma(Z) [nats]"}[column])
+        ax.set_ylabel(f"image AUROC ({TEST_LABELS})")
+        ax.grid(True, alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(_title(results, "AUROC against the code's entropy, by method (one point per run)"))
+    return fig
+
+
 ALL_PLOTS = {
     "performance_vs_latent_size": plot_performance,
     "rec_error_vs_latent_size": plot_rec_error,

@@ -297,6 +297,7 @@ def recommend(results: pd.DataFrame, criterion: str = DEFAULT_CRITERION, **optio
     """
     if criterion not in RULES:
         raise ValueError(f"unknown criterion {criterion!r}; choose one of {tuple(RULES)}")
+    results = _ae_runs(results)
     if "dataset" in results.columns and results["dataset"].nunique() > 1:
         raise ValueError("the results hold several datasets; recommend for one at a time (see recommend_all)")
     table = _normal_only(results)
@@ -342,8 +343,15 @@ def recommend_or_fall_back(results: pd.DataFrame, criterion: str = DEFAULT_CRITE
         return rec
 
 
+def _ae_runs(results: pd.DataFrame) -> pd.DataFrame:
+    """The plain AE's runs: the latent size recommended is the AE's (other model kinds are for Table 2)."""
+    from analysis.sweep.results import model_runs
+    return model_runs(results, "ae")
+
+
 def recommend_all(results: pd.DataFrame, criterion: str = DEFAULT_CRITERION, fallback: str | None = None) -> dict:
-    """One recommendation per dataset of a results table: ``{dataset: recommendation}``."""
+    """One recommendation per dataset of a results table with AE runs: ``{dataset: recommendation}``."""
+    results = _ae_runs(results)
     return {str(name): recommend_or_fall_back(group, criterion, fallback) for name, group in results.groupby("dataset")}
 
 
@@ -367,7 +375,7 @@ def regret(results: pd.DataFrame, latent_size: int, default: int = 16) -> dict:
 def recommendations(results: pd.DataFrame, criterion: str = DEFAULT_CRITERION, fallback: str | None = None) -> dict:
     """:func:`recommend_all`, each recommendation with its :func:`regret` under ``evidence["regret_for_context"]``."""
     per_dataset = recommend_all(results, criterion, fallback)
-    for name, group in results.groupby("dataset"):
+    for name, group in _ae_runs(results).groupby("dataset"):
         rec = per_dataset[str(name)]
         rec["evidence"]["regret_for_context"] = regret(group, rec["latent_size"])
     return per_dataset

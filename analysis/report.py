@@ -19,92 +19,21 @@ import pandas as pd
 from entropy_ae.io import atomic_write, atomic_write_text
 
 from analysis import plots
+from analysis.sweep.results import model_runs
+from analysis.tables import (
+    METHOD_LABELS,
+    TABLE2_MEASURES,
+    entropy_table,
+    has_several_models,
+    pseudo_table,
+    reference_table,
+    table1,
+    table2,
+)
 from analysis.recommend import DEFAULT_CRITERION, FALLBACK_CRITERION, recommendations, write_recommendation
 from analysis.sweep.layout import FIGURES, REPORT_HTML, REPORT_MD, RESULTS_CSV
 from analysis.sweep.results import load_results
 from analysis.sweep.settings import mixed_settings
-
-TABLE1_METRICS = (("auroc", "AUROC"), ("ap", "AP"), ("pixel_ap", "pixel AP"), ("best_dice", "best Dice*"))
-ENTROPY_COLUMNS = (
-    ("h_z", "H(Z) k-NN"),
-    ("h_z_gaussian", "H(Z) Gaussian bound"),
-    ("info_z", "I_sigma(Z)"),
-    ("id_levina_bickel_z", "ID(Z) MLE"),
-    ("id_twonn_z", "ID(Z) TwoNN"),
-    ("mi_code_pseudo", "I(Z; perturbed) [normal only]"),
-    ("h_z_pseudo_excess", "H(Z_pert) - H(Z_clean) [normal only]"),
-    ("mi_code_label", "I(Z; label) [test labels]"),
-    ("h_z_abnormal_excess", "H(Z_abn) - H(Z_norm) [test labels]"),
-)
-# The pseudo-anomaly measurements (validation images and defects made from them: normal data only).
-PSEUDO_TABLE_COLUMNS = (
-    ("rec_error_val_normal", "val-normal MSE"),
-    ("pseudo_auroc", "pseudo AUROC"),
-    ("pseudo_ap", "pseudo AP"),
-    ("pseudo_pixel_ap", "pseudo pixel AP"),
-    ("copy_ratio", "copy ratio"),
-    ("mi_code_pseudo", "I(Z; perturbed)"),
-)
-
-
-# ---------------------------------------------------------------------------------------- tables
-
-
-def table1(results: pd.DataFrame, percent: bool = True) -> pd.DataFrame:
-    """The paper's Table 1 for one dataset: ``mean +- std`` over seeds per latent size, best in bold.
-
-    Cells are strings; the best mean of each column is wrapped in ``**`` (Markdown bold). A latent
-    size with a single run shows its value alone (``"40.9"``): one run has no spread, and
-    ``"± 0.0"`` would claim one. Columns whose metric is missing (no masks: pixel AP, best Dice)
-    are left out.
-    """
-    scale = 100.0 if percent else 1.0
-    sizes = sorted(results["latent_size"].unique())
-    table = pd.DataFrame(index=pd.Index(sizes, name="latent size"))
-    for column, label in TABLE1_METRICS:
-        if column not in results.columns or results[column].isna().all():
-            continue
-        grouped = results.groupby("latent_size")[column]
-        mean, std = grouped.mean() * scale, grouped.std(ddof=1) * scale  # std NaN for one run
-        best = mean.idxmax()
-        digits = 1 if percent else 3
-        cells = []
-        for size in sizes:
-            cell = f"{mean[size]:.{digits}f}"
-            if np.isfinite(std[size]):
-                cell += f" ± {std[size]:.{digits}f}"
-            cells.append(f"**{cell}**" if size == best else cell)
-        table[label] = cells
-    table["runs"] = results.groupby("latent_size").size().reindex(sizes).values
-    return table
-
-
-def _means_table(results: pd.DataFrame, columns) -> pd.DataFrame:
-    present = [(c, label) for c, label in columns if c in results.columns and results[c].notna().any()]
-    means = results.groupby("latent_size")[[c for c, _ in present]].mean()
-    return means.rename(columns=dict(present)).round(3).rename_axis("latent size")
-
-
-def entropy_table(results: pd.DataFrame) -> pd.DataFrame:
-    """Mean over seeds of every entropy measurement per latent size (nats; ID in dimensions)."""
-    return _means_table(results, ENTROPY_COLUMNS)
-
-
-def pseudo_table(results: pd.DataFrame) -> pd.DataFrame:
-    """Mean over seeds of the pseudo-anomaly measurements per latent size (normal data only).
-
-    Empty (no columns) for a sweep that predates them.
-    """
-    return _means_table(results, PSEUDO_TABLE_COLUMNS)
-
-
-def reference_table(results: pd.DataFrame) -> pd.DataFrame:
-    """The normal images' counterparts of H(X_n) (one row)."""
-    columns = [("id_levina_bickel_x", "ID(X_n) MLE"), ("id_twonn_x", "ID(X_n) TwoNN"), ("info_x", "I_sigma(X_n)"),
-               ("sigma", "sigma"), ("n_x", "images")]
-    row = {label: results[c].iloc[0] for c, label in columns if c in results.columns}
-    return pd.DataFrame([row]).round(3)
-
 
 # ---------------------------------------------------------------------------------------- blocks
 
@@ -182,13 +111,22 @@ def render_html(blocks, title: str) -> str:
 
 
 def save_figures(results: pd.DataFrame, figures_dir, paper_reference: bool = True, prefix: str = "") -> dict:
-    """Draw every plot of :mod:`analysis.plots` that the table supports; returns {name: path}."""
+    """Draw every plot of :mod:`analysis.plots` that the table supports; returns {name: path}.
+
+    The latent-size plots use the plain AE's runs; with several model kinds the methods plot
+    (:data:`analysis.plots.METHODS_PLOT`) is added.
+    """
     figures_dir = Path(figures_dir)
     figures_dir.mkdir(parents=True, exist_ok=True)
+    ae = model_runs(results, "ae")
+    todo = dict(plots.ALL_PLOTS) if not ae.empty else {}
+    if has_several_models(results):
+        todo[plots.METHODS_PLOT] = plots.plot_methods_entropy_vs_auroc
     saved = {}
-    for name, fn in plots.ALL_PLOTS.items():
+    for name, fn in todo.items():
+        table = results if name == plots.METHODS_PLOT else ae
         try:
-            fig = fn(results, paper_reference=paper_reference) if name == "rec_error_vs_latent_size" else fn(results)
+            fig = fn(table, paper_reference=paper_reference) if name == "rec_error_vs_latent_size" else fn(table)
         except ValueError:  # a column this sweep does not have (e.g. no label information)
             continue
         path = figures_dir / f"{prefix}{name}.png"
@@ -205,6 +143,8 @@ def _dataset_blocks(name: str, results: pd.DataFrame, figures: dict, base: Path,
     """The report's blocks for one dataset; ``rec`` is its recommendation (with the regret for context)."""
     blocks = [("h2", f"Dataset {name}")]
     blocks += [("warning", message) for message in warnings]
+    methods = results if has_several_models(results) else None
+    results = model_runs(results, "ae")
     epochs = sorted(results["epochs"].dropna().unique()) if "epochs" in results.columns else []
     blocks.append(("p", f"{len(results)} runs: latent sizes {sorted(int(v) for v in results['latent_size'].unique())}, "
                         f"seeds {sorted(int(v) for v in results['seed'].unique())}, epochs {[int(e) for e in epochs]}."))
@@ -235,6 +175,26 @@ def _dataset_blocks(name: str, results: pd.DataFrame, figures: dict, base: Path,
     blocks.append(("p", "Normal-image reference (the comparable counterparts of H(X_n)):"))
     blocks.append(("table", reference_table(results)))
     blocks += recommendation_blocks(name, rec)
+    if methods is not None:
+        blocks += methods_blocks(methods, figures, base, rec)
+    return blocks
+
+
+def methods_blocks(results: pd.DataFrame, figures: dict, base: Path, rec: dict) -> list:
+    """Table 2 of one dataset (several model kinds) and the methods' entropy-vs-AUROC figure."""
+    kinds = [METHOD_LABELS.get(k, k) for k in results["model"].unique()]
+    blocks = [("h2", "Table 2: the AE's latent size against methods that restrict the latent space")]
+    measures = ", ".join(label for _, label in TABLE2_MEASURES)
+    blocks.append(("p", f"Methods {', '.join(kinds)} on the paper's backbone, as in the paper's Table 2: mean ± std "
+                        f"over seeds, in percent; the best mean of each column in bold among the rows that use no "
+                        f"test label. The oracle row picks the latent size by test AUROC and is not in the bold. "
+                        f"Beside the metrics, means over seeds of {measures} (nats; ID in dimensions; codes of the "
+                        f"normal training images; copy ratio and pseudo AUROC from pseudo-anomalies made from the "
+                        f"validation images). *Best Dice is an oracle upper bound."))
+    blocks.append(("table", table2(results, rec.get("latent_size"))))
+    if plots.METHODS_PLOT in figures:
+        blocks.append(("image", (os.path.relpath(figures[plots.METHODS_PLOT], base),
+                                 "AUROC against the latent code's entropy, one point per run, by method")))
     return blocks
 
 
@@ -319,7 +279,7 @@ def write_report(out, paper_reference: bool = True, criterion: str = DEFAULT_CRI
     per_dataset = recommendations(results, criterion, fallback=FALLBACK_CRITERION)
     blocks = [("h1", "Latent-size study")]
     all_figures, all_warnings = {}, []
-    datasets = sorted(results["dataset"].unique())
+    datasets = sorted(model_runs(results, "ae")["dataset"].unique())  # a recommendation needs the AE's sweep
     for name in datasets:
         group = results[results["dataset"] == name]
         prefix = "" if len(datasets) == 1 else f"{name}_"
@@ -328,6 +288,11 @@ def write_report(out, paper_reference: bool = True, criterion: str = DEFAULT_CRI
         warnings = mixed_settings(group)
         all_warnings += warnings
         blocks += _dataset_blocks(name, group, figures, out, per_dataset[str(name)], warnings)
+    for name in sorted(set(results["dataset"].unique()) - set(datasets)):
+        message = (f"dataset {name} has runs of other model kinds but none of the plain AE: its Table 2 needs the "
+                   f"AE's latent-size sweep beside them (entropy-ae sweep --model ae, or study --models)")
+        all_warnings.append(message)
+        blocks.append(("warning", message))
     fallbacks = [fallback_message(name, rec) for name, rec in per_dataset.items() if "fallback" in rec["evidence"]]
     payload = write_recommendation(out, criterion, per_dataset)
     atomic_write_text(out / REPORT_MD, render_markdown(blocks))

@@ -180,7 +180,7 @@ def evaluate_model(
     Parameters
     ----------
     model : Autoencoder
-        Trained model; it is run in eval mode and its mode is restored afterwards.
+        Trained model of any kind (:mod:`entropy_ae.model`); it is run in eval mode and its mode is restored afterwards.
     data : AnomalyData
         Train, held-out normal val, and labelled test images (masks optional).
     device : str or torch.device, optional
@@ -200,7 +200,8 @@ def evaluate_model(
         ``threshold``, ``target_fpr``, ``val_fpr``, ``sensitivity``,
         ``specificity`` (None when there are no val images); mean MSE
         ``rec_error_train_normal``, ``rec_error_val_normal``, ``rec_error_test_normal``,
-        ``rec_error_test_abnormal``; the image counts; and the pseudo-anomaly metrics.
+        ``rec_error_test_abnormal``; the image counts; the pseudo-anomaly metrics; and for a
+        model with a ``rate`` (the VAE), ``kl_rate_<split>``, its mean KL to the prior in nats.
 
     Raises
     ------
@@ -264,6 +265,11 @@ def evaluate_model(
         n_test_normal=int((~abnormal).sum()),
         n_test_abnormal=int(abnormal.sum()),
     )
+    if hasattr(model, "rate"):  # the VAE's KL to its prior, in nats per image
+        for split in ("train_normal", "val_normal", "test_normal", "test_abnormal"):
+            images = data.split(split)
+            metrics[f"kl_rate_{split}"] = (
+                float(_map_batches(model, images, model.rate, device, 256).mean()) if images is not None and len(images) else None)
     if pseudo_anomalies and data.val is not None and len(data.val) >= 2:
         from .leakage import pseudo_anomaly_metrics, pseudo_anomaly_seed  # imported here: it builds on this module
 

@@ -102,3 +102,30 @@ def load_data_from_args(args: argparse.Namespace, image_size: int):
     if args.normal_labels is not None:
         kwargs["normal_labels"] = args.normal_labels
     return load_data(args.data, **kwargs)
+
+
+# The model kinds of entropy_ae.model.MODEL_KINDS, spelled here too so that --help needs no torch
+# (tests/test_model_kinds_cli.py checks that the two agree).
+MODEL_KINDS_HELP = "ae (the paper's AE), vae, memae, ceae or dae"
+
+
+def model_option(text: str) -> tuple[str, float]:
+    """``KEY=VALUE`` of ``--model-option`` as ``(key, number)``; an argparse type."""
+    key, sep, value = text.partition("=")
+    try:
+        if not sep or not key:
+            raise ValueError
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected KEY=NUMBER such as kl_weight=0.01, got {text!r}") from None
+    return key.strip(), number  # an integer setting (memory_size) takes 50.0 as 50
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """``--model KIND`` and repeatable ``--model-option KEY=VALUE`` (the kind's settings)."""
+    parser.add_argument("--model", default="ae", metavar="KIND",
+                        help=f"model kind: {MODEL_KINDS_HELP} (default: ae; see docs/models)")
+    parser.add_argument("--model-option", type=model_option, action="append", default=[], metavar="KEY=VALUE",
+                        dest="model_options",
+                        help="a setting of the model kind, e.g. kl_weight=0.01 (vae), memory_size=50 (memae), "
+                             "noise_std=0.1 (dae); repeat for several; unset ones keep the kind's defaults")

@@ -6,10 +6,12 @@ A run directory holds one trained model and everything needed to rebuild and jud
     The model's state dict (parameters and BatchNorm buffers), safetensors
     format: loading it can never execute code, unlike a pickle.
 ``config.json``
-    ``{"format_version": 1, "model": {"latent_size", "image_size"}, "train":
-    {epochs, batch_size, lr, seed, device}, "data": <AnomalyData.spec>,
+    ``{"format_version": 1, "model": {"kind", "latent_size", "image_size", "options"},
+    "train": {epochs, batch_size, lr, seed, device}, "data": <AnomalyData.spec>,
     "parameter_count", "environment": versions and device, "created": ISO time}``
-    -- everything needed to rebuild the model and the data.
+    -- everything needed to rebuild the model and the data. ``kind`` is one of
+    :data:`entropy_ae.model.MODEL_KINDS` and ``options`` its full settings; a run
+    written before model kinds existed has neither and is read as ``"ae"``.
 ``metrics.json``
     :func:`entropy_ae.evaluation.evaluate_model`'s output plus ``dataset``,
     ``latent_size``, ``seed``, ``epochs``, ``train_seconds``, ``final_loss``.
@@ -34,12 +36,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors import SafetensorError
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from .data import SPLITS, AnomalyData, DataError, load_data
 from .evaluation import encode_images
 from .io import to_json
-from .model import Autoencoder, count_parameters
+from .model import MODEL_KINDS, Autoencoder, build_model, count_parameters
 from .reproducibility import environment_info, resolve_device
 
 FORMAT_VERSION = 1
@@ -83,10 +86,12 @@ def _write_json(path: Path, obj) -> None:
 def build_config(model: Autoencoder, config, data: AnomalyData, extra: dict | None = None) -> dict:
     """The ``config.json`` content for a model trained with ``config`` on ``data``."""
     train = config.to_dict()
-    del train["latent_size"]  # lives under "model", once
+    for key in ("latent_size", "model", "model_options"):  # live under "model", once
+        del train[key]
     out = {
         "format_version": FORMAT_VERSION,
-        "model": {"latent_size": model.latent_size, "image_size": model.image_size},
+        "model": {"kind": model.kind, "latent_size": model.latent_size, "image_size": model.image_size,
+                  "options": model.options()},
         "train": train,
         "data": data.spec,
         "parameter_count": count_parameters(model),
@@ -129,12 +134,16 @@ def save_run(
     check_not_complete(run_dir, overwrite)
     if model.latent_size != config.latent_size:
         raise ValueError(f"model has latent_size={model.latent_size} but config says {config.latent_size}")
+    if model.kind != config.model or model.options() != config.model_options:
+        raise ValueError(f"model is {model.kind!r} with settings {model.options()} but config says "
+                         f"{config.model!r} with {config.model_options}")
     if model.image_size != data.image_size:
         raise ValueError(f"model takes {model.image_size}x{model.image_size} images but data {data.name!r} has "
                          f"{data.image_size}x{data.image_size}")
     saved_metrics = dict(metrics)
     saved_metrics.update(
         dataset=data.name,
+        model=model.kind,
         latent_size=config.latent_size,
         seed=config.seed,
         epochs=config.epochs,
@@ -152,7 +161,8 @@ def save_run(
     try:
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private (0700); a run dir is ordinary
         state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-        save_file(state, str(tmp / WEIGHTS), metadata={"format": "entropy-ae", "format_version": str(FORMAT_VERSION)})
+        save_file(state, str(tmp / WEIGHTS), metadata={"format": "entropy-ae", "format_version": str(FORMAT_VERSION),
+                                                    "model": model.kind})
         os.chmod(tmp / WEIGHTS, 0o666 & ~_umask())  # safetensors writes it owner-only
         _write_json(tmp / CONFIG, config_json)
         with open(tmp / LOSS_HISTORY, "w", newline="", encoding="utf-8") as f:
@@ -212,7 +222,16 @@ def load_config(run_dir: str | os.PathLike) -> dict:
     model = config.get("model")
     if not isinstance(model, dict) or "latent_size" not in model or "image_size" not in model:
         raise RunDirError(f"{path} lacks the 'model' section with 'latent_size' and 'image_size'")
+    kind = model.setdefault("kind", "ae")  # runs written before model kinds were all the plain AE
+    model.setdefault("options", {})
+    if kind not in MODEL_KINDS:
+        raise RunDirError(f"{path} has model kind {kind!r}; this entropy-ae knows {', '.join(MODEL_KINDS)}")
     return config
+
+
+def model_kind(config: dict) -> str:
+    """The model kind of a run's ``config.json`` content (as read by :func:`load_config`)."""
+    return config["model"]["kind"]
 
 
 def load_metrics(run_dir: str | os.PathLike) -> dict:
@@ -242,10 +261,11 @@ def _describe_mismatch(expected: dict, found: dict, weights: Path, config_path: 
         if extra:
             parts.append(f"unexpected tensors {extra[:5]}{' ...' if len(extra) > 5 else ''}")
         return f"{weights} does not match the model described in {config_path}: " + "; ".join(parts)
-    code_layer = "encoder_fc.4.weight"  # Linear(1024, latent_size): its rows are the latent size
+    code_layer = "encoder_fc.4.weight"  # Linear(1024, code units): its rows are the latent size (VAE: 2x)
     if code_layer in found and found[code_layer].shape != expected[code_layer].shape:
+        found_size = found[code_layer].shape[0] * model.latent_size // model.code_units()
         return (
-            f"{weights} holds weights for latent_size={found[code_layer].shape[0]} but {config_path} says "
+            f"{weights} holds weights for latent_size={found_size} but {config_path} says "
             f"latent_size={model.latent_size}"
         )
     for name, tensor in expected.items():
@@ -262,10 +282,13 @@ def _describe_mismatch(expected: dict, found: dict, weights: Path, config_path: 
     return None
 
 
-def load_model(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[Autoencoder, dict]:
+def load_model(run_dir: str | os.PathLike, device: str | torch.device = "cpu", model: str | None = None
+               ) -> tuple[Autoencoder, dict]:
     """Rebuild a run's model from ``config.json`` and ``weights.safetensors``.
 
-    Never unpickles: weights are read with safetensors only.
+    Never unpickles: weights are read with safetensors only. ``model`` (a kind such as
+    ``"vae"``), when given, is the kind the caller expects: a run of another kind is refused
+    rather than loaded as something it is not.
 
     Returns
     -------
@@ -275,14 +298,20 @@ def load_model(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -
     Raises
     ------
     RunDirError
-        Missing or corrupt files, unknown ``format_version``, or weights that do
+        Missing or corrupt files, unknown ``format_version``, a model kind other than
+        ``model``, weights of another kind than ``config.json`` says, or weights that do
         not fit the configured model (missing, extra or wrong-shaped tensors).
     """
     run_dir = _run_path(run_dir)
     config = load_config(run_dir)
     config_path = run_dir / CONFIG
+    kind = model_kind(config)
+    if model is not None and model != kind:
+        raise RunDirError(f"{run_dir} holds a {kind!r} model, not {model!r}; load it as {kind!r} (or pick a run "
+                          f"of kind {model!r})")
+    section = config["model"]
     try:
-        model = Autoencoder(config["model"]["latent_size"], config["model"]["image_size"])
+        net = build_model(kind, section["latent_size"], section["image_size"], section["options"])
     except ValueError as err:
         raise RunDirError(f"{config_path}: {err}") from err
     weights = run_dir / WEIGHTS
@@ -290,17 +319,22 @@ def load_model(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -
         raise RunDirError(f"{weights} is missing")
     try:
         state = load_file(str(weights))
+        with safe_open(str(weights), framework="pt") as f:
+            weights_kind = (f.metadata() or {}).get("model", "ae")
     except (SafetensorError, OSError, ValueError) as err:
         raise RunDirError(
             f"{weights} is not a readable safetensors file (truncated, corrupt, or another format such as a "
             f"pickle; entropy-ae never unpickles): {err}"
         ) from err
-    problem = _describe_mismatch(model.state_dict(), state, weights, config_path, model)
+    if weights_kind != kind:
+        raise RunDirError(f"{weights} holds the weights of a {weights_kind!r} model but {config_path} says "
+                          f"{kind!r}; the two files come from different runs")
+    problem = _describe_mismatch(net.state_dict(), state, weights, config_path, net)
     if problem:
         raise RunDirError(problem)
-    model.load_state_dict(state, strict=True)
-    model.to(resolve_device(device)).eval()
-    return model, config
+    net.load_state_dict(state, strict=True)
+    net.to(resolve_device(device)).eval()
+    return net, config
 
 
 def extract_latents(

@@ -35,7 +35,8 @@ from analysis.recommend import (  # noqa: E402
     recommend_all,
     write_recommendation,
 )
-from analysis.report import table1, write_report  # noqa: E402
+from analysis.report import write_report  # noqa: E402
+from analysis.tables import table1  # noqa: E402
 from entropy_ae.io import to_json  # noqa: E402
 from tests.analysis_fakes import manifold_codes, results_table  # noqa: E402
 

@@ -74,7 +74,7 @@ def alone(data):
     cache = {}
 
     def get(config):
-        key = tuple(sorted(config.to_dict().items()))
+        key = json.dumps(config.to_dict(), sort_keys=True)
         if key not in cache:
             cache[key] = train_model(data, config, progress=False)
         return cache[key]

@@ -42,7 +42,7 @@ def test_train_writes_a_run_and_prints_headline_metrics(tmp_path, capsys):
 
 def test_train_records_the_options(trained):
     config = json.loads((trained / "config.json").read_text())
-    assert config["model"] == {"latent_size": 4, "image_size": 16}
+    assert config["model"] == {"kind": "ae", "latent_size": 4, "image_size": 16, "options": {}}
     assert config["train"]["seed"] == 3 and config["train"]["epochs"] == 2
     assert config["data"]["source"] == "digits" and config["data"]["image_size"] == 16
 

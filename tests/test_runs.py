@@ -42,7 +42,7 @@ def test_run_directory_contents(run_dir, tiny_data):
     assert sorted(os.listdir(run_dir)) == ["config.json", "loss_history.csv", "metrics.json", "weights.safetensors"]
     config = json.loads((run_dir / "config.json").read_text())
     assert config["format_version"] == 1
-    assert config["model"] == {"latent_size": 3, "image_size": 16}
+    assert config["model"] == {"kind": "ae", "latent_size": 3, "image_size": 16, "options": {}}
     assert config["train"] == {"epochs": 2, "batch_size": 16, "lr": 1e-3, "seed": 1, "device": "cpu"}
     assert config["data"] == tiny_data.spec
     assert config["environment"]["device"] == "cpu" and config["environment"]["versions"]["torch"]

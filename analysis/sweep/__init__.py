@@ -62,8 +62,9 @@ class SweepError(RuntimeError):
 def run_sweep(data, latent_sizes, seeds, epochs: int, out, *, image_size: int = 64, data_seed: int = 0,
               batch_size: int = 64, lr: float = 1e-3, device: str = "auto", executor: str | None = None,
               workers: int | None = None, batched: bool = False, method: str = "knn", progress: bool = True,
-              overwrite: bool = False, **executor_options) -> pd.DataFrame:
-    """Train every (latent size, seed) not yet done, then collect ``out/results.csv``.
+              overwrite: bool = False, model: str = "ae", model_options: dict | None = None,
+              **executor_options) -> pd.DataFrame:
+    """Train every (latent size, seed) of ``model`` not yet done, then collect ``out/results.csv``.
 
     Parameters
     ----------
@@ -86,6 +87,11 @@ def run_sweep(data, latent_sizes, seeds, epochs: int, out, *, image_size: int = 
     overwrite : bool
         Retrain completed runs of the grid whose recorded settings differ from the requested ones
         (default: refuse with :class:`SettingsMismatch` before training anything).
+    model : str, default "ae"
+        The model kind (:data:`entropy_ae.model.MODEL_KINDS`); its runs go under
+        ``<dataset>/model=<kind>/`` except the plain AE's, and the results table gathers all kinds.
+    model_options : dict, optional
+        The kind's settings (defaults: the kind's own).
     **executor_options
         Backend options of :func:`analysis.executors.map_runs`.
 
@@ -110,7 +116,8 @@ def run_sweep(data, latent_sizes, seeds, epochs: int, out, *, image_size: int = 
     if isinstance(data, (str, dict)):
         data = load_cached(data, image_size, data_seed)
     out = Path(out)
-    items = plan_sweep(data, latent_sizes, seeds, epochs, out, batch_size, lr, device, method=method)
+    items = plan_sweep(data, latent_sizes, seeds, epochs, out, batch_size, lr, device, method=method, model=model,
+                       model_options=model_options)
     for item in items[:1]:
         item.train_config()  # epochs, batch size, lr: TrainConfig's own checks, once, up front
     items = check_completed_runs(items, out, overwrite)
@@ -120,7 +127,8 @@ def run_sweep(data, latent_sizes, seeds, epochs: int, out, *, image_size: int = 
     items = [replace(i, sigma=float(ref["sigma"])) for i in items]
     pending = [i for i in items if not is_complete(i.run_dir) or i.overwrite]
     retrain = sum(i.overwrite for i in items)
-    log(f"sweep: {data.name}: {len(items)} runs in the grid, {len(items) - len(pending)} already done, "
+    what = data.name if model == "ae" else f"{data.name} ({model})"
+    log(f"sweep: {what}: {len(items)} runs in the grid, {len(items) - len(pending)} already done, "
         f"{len(pending)} to train" + (f" ({retrain} retrained with the new settings)" if retrain else ""), progress)
     failures: list[str] = []
     if pending:

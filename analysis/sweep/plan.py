@@ -1,8 +1,8 @@
-"""The grid of a sweep: one :class:`RunItem` per (latent size, seed), each with its run directory."""
+"""The grid of a sweep: one :class:`RunItem` per (latent size, seed) of one model kind, each with its run directory."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from entropy_ae.model import MAX_LATENT_SIZE, check_sizes
 from entropy_ae.training import TrainConfig
@@ -26,11 +26,14 @@ class RunItem:
     sigma: float
     method: str = "knn"
     overwrite: bool = False  # retrain the run even when complete (its settings differ from these)
+    model: str = "ae"
+    model_options: dict = field(default_factory=dict)
 
     def train_config(self) -> TrainConfig:
-        """The training configuration of this run (TrainConfig checks epochs, batch size and lr)."""
+        """The training configuration of this run (TrainConfig checks epochs, batch size, lr and the model)."""
         return TrainConfig(latent_size=self.latent_size, epochs=self.epochs, batch_size=self.batch_size,
-                           lr=self.lr, seed=self.seed, device=self.device)
+                           lr=self.lr, seed=self.seed, device=self.device, model=self.model,
+                           model_options=dict(self.model_options))
 
 
 def check_grid(latent_sizes, image_size: int) -> None:
@@ -43,12 +46,14 @@ def check_grid(latent_sizes, image_size: int) -> None:
 
 
 def plan_sweep(data, latent_sizes, seeds, epochs: int, out, batch_size: int = 64, lr: float = 1e-3,
-               device: str = "auto", sigma: float = float("nan"), method: str = "knn") -> list[RunItem]:
-    """Every grid point of a sweep on ``data`` (an AnomalyData), in order (latent size, then seed)."""
+               device: str = "auto", sigma: float = float("nan"), method: str = "knn", model: str = "ae",
+               model_options: dict | None = None) -> list[RunItem]:
+    """Every grid point of a sweep of ``model`` on ``data`` (an AnomalyData), in order (latent size, then seed)."""
     return [
         RunItem(data_spec=data.spec, image_size=data.image_size, latent_size=d, seed=s, epochs=epochs,
                 batch_size=batch_size, lr=lr, device=device,
-                run_dir=str(run_dir_for(out, data.name, d, s)), sigma=float(sigma), method=method)
+                run_dir=str(run_dir_for(out, data.name, d, s, model)), sigma=float(sigma), method=method,
+                model=model, model_options=dict(model_options or {}))
         for d in latent_sizes
         for s in seeds
     ]

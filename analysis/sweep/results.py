@@ -17,11 +17,12 @@ from entropy_ae.runs import is_complete, load_config, load_metrics
 
 from analysis.measures.pseudo import INFORMATION, PSEUDO_METRICS, family_columns
 from analysis.sweep.jobs import log, measure_run, read_reference, stored_measurements, weights_sha256
-from analysis.sweep.layout import RESULTS_CSV, RESULTS_PARQUET, RUN_GLOB, grid_point
+from analysis.sweep.layout import RESULTS_CSV, RESULTS_PARQUET, SWEEP_RUN_GLOBS, grid_point, run_dataset, run_model
 from analysis.sweep.settings import SETTING_COLUMNS, MixedSettingsWarning, mixed_settings, run_settings
 
 RESULT_KEYS = (
     "dataset",
+    "model",
     "latent_size",
     "seed",
     "epochs",
@@ -44,14 +45,19 @@ PSEUDO_KEYS = (
     "rec_error_val_normal", *PSEUDO_METRICS, *INFORMATION, *family_columns(),
     "pseudo_families", "pseudo_strength", "n_pseudo", "n_pseudo_codes",
 )
+# The VAE's rate (KL to its prior, nats per image) per split; NaN for the other model kinds.
+RATE_KEYS = ("kl_rate_train_normal", "kl_rate_val_normal", "kl_rate_test_normal", "kl_rate_test_abnormal")
 # Keys of reference.json that are not columns (the table has them already, or they are bookkeeping).
 _REFERENCE_NOT_COLUMNS = ("dataset", "image_size", "data_spec", "measurements_version")
 
 
 def completed_runs(out) -> list[Path]:
-    """Every completed run directory under a sweep directory, in (dataset, latent size, seed) order."""
-    runs = [p for p in Path(out).glob(f"*/{RUN_GLOB}") if is_complete(p)]
-    return sorted(runs, key=lambda p: (p.parent.parent.name, *grid_point(p)))
+    """Every completed run directory under a sweep directory, in (dataset, model, latent size, seed) order.
+
+    In each dataset the plain AE's runs come first, then the other kinds alphabetically.
+    """
+    runs = [p for pattern in SWEEP_RUN_GLOBS for p in Path(out).glob(pattern) if is_complete(p)]
+    return sorted(runs, key=lambda p: (run_dataset(p), run_model(p) != "ae", run_model(p), *grid_point(p)))
 
 
 def _measurements(run_dir: Path, ref: dict | None, method: str, config: dict) -> dict | None:
@@ -75,9 +81,10 @@ def _measurements(run_dir: Path, ref: dict | None, method: str, config: dict) ->
 def _row(run_dir: Path, out: Path, references: dict, method: str) -> dict:
     """One row of the table: the run's metrics, settings, measurements and its dataset's reference."""
     metrics, config = load_metrics(run_dir), load_config(run_dir)
-    dataset = run_dir.parent.parent.name
+    dataset = run_dataset(run_dir)
     row = {k: metrics.get(k) for k in RESULT_KEYS}
     row["dataset"] = metrics.get("dataset", dataset)
+    row["model"] = config["model"]["kind"]
     row["latent_size"], row["seed"] = grid_point(run_dir)
     if dataset not in references:
         references[dataset] = read_reference(out, dataset)
@@ -85,11 +92,13 @@ def _row(run_dir: Path, out: Path, references: dict, method: str) -> dict:
     settings = run_settings(config)
     row.update({k: settings.get(k) for k in SETTING_COLUMNS if k in settings})
     row["data_spec"] = json.dumps(settings.get("data"), sort_keys=True, separators=(",", ":"))
+    row["model_options"] = json.dumps(settings.get("model_options"), sort_keys=True, separators=(",", ":"))
     measured = _measurements(run_dir, ref, method, config)
     if measured is not None:
         row.update(measured)
     if ref is not None:
         row.update({k: v for k, v in ref.items() if k not in _REFERENCE_NOT_COLUMNS})
+    row.update({k: float("nan") if metrics.get(k) is None else metrics[k] for k in RATE_KEYS})
     row["run_dir"] = str(run_dir.relative_to(out))
     row.update(_pseudo_columns(metrics, measured or {}))
     return row
@@ -152,4 +161,13 @@ def load_results(source) -> pd.DataFrame:
     missing = [k for k in ("dataset", "latent_size", "seed", "auroc") if k not in table.columns]
     if missing:
         raise ValueError(f"{path} is not a sweep results table: columns {missing} are missing")
+    if "model" not in table.columns:  # a table written before model kinds: every run is the plain AE
+        table.insert(1, "model", "ae")
     return table
+
+
+def model_runs(table: pd.DataFrame, model: str = "ae") -> pd.DataFrame:
+    """The rows of one model kind (all rows of a table without a ``model`` column are the plain AE's)."""
+    if "model" not in table.columns:
+        return table if model == "ae" else table.iloc[0:0]
+    return table[table["model"] == model]

@@ -21,7 +21,7 @@ from analysis.sweep.plan import RunItem
 
 # Settings that define a run besides the latent size and seed naming its directory: one column
 # each in the results table, and one value per dataset in a consistent sweep directory.
-SETTING_COLUMNS = ("epochs", "batch_size", "lr", "image_size", "data_spec")
+SETTING_COLUMNS = ("epochs", "batch_size", "lr", "image_size", "data_spec", "model_options")
 
 
 class SettingsMismatch(ValueError):
@@ -40,21 +40,23 @@ def canonical(value):
 def run_settings(config: dict) -> dict:
     """The settings that define a run, from its config.json content, flattened.
 
-    Every ``train`` entry except ``device`` (where it ran, not what it is), plus ``latent_size``
-    and ``image_size`` of the model and the data spec.
+    Every ``train`` entry except ``device`` (where it ran, not what it is), plus the model's
+    kind (``model``; ``ae`` for a run that predates kinds), its settings (``model_options``),
+    ``latent_size`` and ``image_size``, and the data spec.
     """
     train = {k: v for k, v in (config.get("train") or {}).items() if k != "device"}
     model = config.get("model") or {}
-    return canonical({**train, "latent_size": model.get("latent_size"), "image_size": model.get("image_size"),
+    return canonical({**train, "model": model.get("kind", "ae"), "model_options": model.get("options", {}),
+                      "latent_size": model.get("latent_size"), "image_size": model.get("image_size"),
                       "data": config.get("data")})
 
 
 def requested_settings(item: RunItem) -> dict:
     """:func:`run_settings` of the config.json that training ``item`` would write."""
     train = item.train_config().to_dict()
-    latent_size = train.pop("latent_size")
-    return run_settings({"train": train, "model": {"latent_size": latent_size, "image_size": item.image_size},
-                         "data": item.data_spec})
+    model = {"kind": train.pop("model"), "options": train.pop("model_options"),
+             "latent_size": train.pop("latent_size"), "image_size": item.image_size}
+    return run_settings({"train": train, "model": model, "data": item.data_spec})
 
 
 def settings_differences(run_dir, item: RunItem) -> dict:
@@ -88,9 +90,9 @@ def check_completed_runs(items: list[RunItem], out, overwrite: bool = False) -> 
     if not items:
         return items
     by_dir = {Path(i.run_dir): i for i in items}
-    dataset_dir = Path(items[0].run_dir).parent.parent
+    runs_dir = Path(items[0].run_dir).parent.parent  # the folder of this model kind's runs
     stale, outside = [], []
-    for run_dir in sorted(p for p in dataset_dir.glob(RUN_GLOB) if is_complete(p)):
+    for run_dir in sorted(p for p in runs_dir.glob(RUN_GLOB) if is_complete(p)):
         item = by_dir.get(run_dir)
         if item is None:  # a run of an earlier grid: it goes into the same table, so it must match too
             try:
@@ -130,7 +132,7 @@ def _mismatch_message(out, stale: list, outside: list) -> str:
 
 
 def mixed_settings(results) -> list[str]:
-    """One message per dataset whose runs in ``results`` (a DataFrame) differ in any of :data:`SETTING_COLUMNS`.
+    """One message per dataset (and model kind) whose runs in ``results`` differ in any of :data:`SETTING_COLUMNS`.
 
     Averages over such runs (Table 1, the plots, the recommendation) would mix trainings that are
     not replicates of each other; callers print these messages loudly.
@@ -138,7 +140,9 @@ def mixed_settings(results) -> list[str]:
     messages = []
     if results.empty or "dataset" not in results.columns:
         return messages
-    for name, group in results.groupby("dataset", sort=True):
+    keys = ["dataset", "model"] if "model" in results.columns else ["dataset"]
+    for key, group in results.groupby(keys, sort=True):
+        name = key[0] if keys == ["dataset"] or key[1] == "ae" else f"{key[0]} ({key[1]})"
         parts = []
         for column in SETTING_COLUMNS:
             if column not in group.columns:

@@ -29,7 +29,9 @@ weights are written back into ordinary :class:`~entropy_ae.model.Autoencoder`
 modules, so run directories are identical in format.
 
 Groups are planned by :mod:`entropy_ae.training.planning` so each fits the
-device's memory.
+device's memory. Only the plain AE (kind ``ae``) has a stacked form; a group of
+another kind (:mod:`entropy_ae.model`) trains per core on CPU as any other, and
+model by model with the reference loop where ``stacked`` would be used.
 """
 
 from __future__ import annotations
@@ -340,6 +342,12 @@ def _trained_groups(data, configs, max_models_per_group, progress, options):
         device = devices[group[0]]
         if _strategy(options, device) == "per_core":
             yield from _trained_per_core(data, configs, group, options.cpu_workers, progress_enabled(progress))
+            continue
+        if configs[group[0]].model != "ae":  # only the plain AE has a stacked form: the others one by one
+            for i in group:
+                start = time.perf_counter()
+                trained = train_model(data, configs[i], progress=progress)
+                yield [i], [trained], time.perf_counter() - start
             continue
         if str(device) not in on_device:
             # The whole training set lives on the device: a few MB.

@@ -10,7 +10,10 @@ The loop is deliberately plain so that other code (the batched trainer in
 * a final batch of a single image is skipped, because BatchNorm cannot compute
   a batch variance from one sample in training mode;
 * Adam (no weight decay), MSE loss averaged over all pixels, as in the paper's
-  code (Cai, Chen, Cheng, MICCAI 2024: Adam, lr 1e-3, batch 64);
+  code (Cai, Chen, Cheng, MICCAI 2024: Adam, lr 1e-3, batch 64); other model
+  kinds minimise their own ``training_loss`` (:mod:`entropy_ae.model`), whose
+  random corruption or sampling draws from a second CPU generator seeded from
+  ``seed`` (:func:`corruption_generator`);
 * on CPU the conv weights are channels-last while training (faster oneDNN
   kernels; same maths, other rounding); the returned model is contiguous.
 """
@@ -22,16 +25,16 @@ import os
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..data import AnomalyData
 from ..evaluation import evaluate_model
-from ..model import MAX_LATENT_SIZE, Autoencoder
+from ..model import MAX_LATENT_SIZE, Autoencoder, build_model, check_model
 from ..reproducibility import resolve_device, seed_everything
 from ..runs import check_not_complete, save_run
 
@@ -58,6 +61,11 @@ class TrainConfig:
         Seeds the weights' initialisation and the data order.
     device : str, default "auto"
         ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"`` or ``"cuda:<i>"``.
+    model : str, default "ae"
+        The model kind, one of :data:`entropy_ae.model.MODEL_KINDS`.
+    model_options : dict, default {}
+        The kind's settings (e.g. ``{"kl_weight": 0.01}`` for ``vae``); unset ones take the
+        kind's defaults, and the full settings are what ``config.json`` records.
     """
 
     latent_size: int = 16
@@ -66,6 +74,8 @@ class TrainConfig:
     lr: float = 1e-3
     seed: int = 0
     device: str = "auto"
+    model: str = "ae"
+    model_options: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if not _is_int(self.latent_size) or not 1 <= self.latent_size <= MAX_LATENT_SIZE:
@@ -85,6 +95,9 @@ class TrainConfig:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
         if not isinstance(self.device, str):
             raise ValueError(f"device must be a string such as 'auto', 'cpu' or 'cuda:0', got {self.device!r}")
+        if not isinstance(self.model_options, dict):
+            raise ValueError(f"model_options must be a dict of settings, got {self.model_options!r}")
+        self.model_options = check_model(self.model, self.model_options)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -123,7 +136,16 @@ def initial_model(config: TrainConfig, image_size: int) -> Autoencoder:
     """
     with _INIT_LOCK:
         seed_everything(config.seed)
-        return Autoencoder(config.latent_size, image_size)
+        return build_model(config.model, config.latent_size, image_size, config.model_options)
+
+
+def corruption_generator(seed: int) -> torch.Generator:
+    """The CPU generator of a run's corruptions and samples, seeded from ``seed``.
+
+    Its own stream (``SeedSequence([seed, 1])``), not the data order's, so adding a kind's
+    randomness never changes which batches a seed draws.
+    """
+    return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, 1]).generate_state(1)[0]))
 
 
 def training_memory_format(device: torch.device) -> torch.memory_format:
@@ -169,7 +191,7 @@ def progress_enabled(progress: bool | None) -> bool:
 def train_model(
     data: AnomalyData, config: TrainConfig, progress: bool | None = None
 ) -> tuple[Autoencoder, list[float]]:
-    """Train the paper's autoencoder on ``data.train`` with the reference loop.
+    """Train the config's model (the paper's autoencoder by default) on ``data.train`` with the reference loop.
 
     Parameters
     ----------
@@ -183,10 +205,11 @@ def train_model(
     Returns
     -------
     model : Autoencoder
-        In eval mode, on the config's device.
+        The config's model kind, in eval mode, on the config's device.
     loss_history : list of float
-        Per epoch, the mean training MSE over the images used that epoch (each
-        batch's loss weighted by its number of images).
+        Per epoch, the mean training loss over the images used that epoch (each
+        batch's loss weighted by its number of images): the MSE for ``ae``, the
+        kind's whole ``training_loss`` otherwise.
 
     Raises
     ------
@@ -203,6 +226,7 @@ def train_model(
     x_train = torch.as_tensor(data.train, dtype=torch.float32, device=device)
     n = x_train.shape[0]
     generator = torch.Generator().manual_seed(config.seed)
+    corruption = corruption_generator(config.seed)
     history: list[float] = []
     bar = tqdm(range(config.epochs), desc="training", unit="epoch", disable=not progress_enabled(progress))
     for epoch in bar:
@@ -214,8 +238,7 @@ def train_model(
             if len(idx) < 2:
                 continue
             x = x_train[idx.to(device)]
-            x_hat, _ = model(x)
-            loss = F.mse_loss(x_hat, x)
+            loss, _terms = model.training_loss(x, corruption)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()

@@ -122,7 +122,9 @@ def group_cap(device: torch.device, batch_size: int, image_size: int, latent_siz
 def _group_key(config, device: torch.device) -> tuple:
     # Models in one group step together, so they must share everything that
     # sets the number and size of steps and the optimiser.
-    return (str(device), config.epochs, config.batch_size, float(config.lr))
+    # A stacked group is one architecture, so the model kind (and its settings) must match too.
+    options = tuple(sorted(config.model_options.items()))
+    return (str(device), config.model, options, config.epochs, config.batch_size, float(config.lr))
 
 
 def plan_groups(
@@ -130,7 +132,7 @@ def plan_groups(
 ) -> list[list[int]]:
     """Split config indices into groups that can be trained together.
 
-    Configs are grouped by (device, epochs, batch_size, lr); within one such
+    Configs are grouped by (device, model kind and settings, epochs, batch_size, lr); within one such
     class they are sorted by latent size (so a chunk pads little) and cut into
     chunks of at most ``cap`` models.
 

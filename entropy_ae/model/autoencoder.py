@@ -1,15 +1,21 @@
-"""The paper's convolutional autoencoder (Cai, Chen, Cheng, MICCAI 2024).
+"""The paper's convolutional autoencoder (Cai, Chen, Cheng, MICCAI 2024), the backbone of every model kind.
 
 Encoder: four blocks Conv(k=4, s=2, p=1, no bias) + BatchNorm + ReLU with
 channels 1 -> 16 -> 32 -> 64 -> 64, then a linear bottleneck
 flatten -> Linear -> BatchNorm1d -> ReLU -> Linear(., latent_size).
 The decoder mirrors it; its last transposed convolution has no BN/ReLU, so
 the output is unbounded and compared by MSE with inputs scaled to [-1, 1].
+
+Every model kind (:mod:`entropy_ae.model`) is this class or a subclass with the same
+interface: ``encode`` gives the code the estimators read, ``forward`` the deterministic
+reconstruction used for scoring, and ``training_loss`` the objective the training loop
+minimises (the only place where a kind's corruption or sampling happens).
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 CHANNELS = (16, 32, 64, 64)
@@ -41,6 +47,8 @@ class Autoencoder(nn.Module):
         Side of the square input, a multiple of 16.
     """
 
+    kind = "ae"
+
     def __init__(self, latent_size: int = 16, image_size: int = 64):
         super().__init__()
         check_sizes(latent_size, image_size)
@@ -61,7 +69,7 @@ class Autoencoder(nn.Module):
             nn.Linear(flat, HIDDEN),
             nn.BatchNorm1d(HIDDEN),
             nn.ReLU(True),
-            nn.Linear(HIDDEN, latent_size),
+            nn.Linear(HIDDEN, self.code_units()),
         )
         self.decoder_fc = nn.Sequential(
             nn.Linear(latent_size, HIDDEN),
@@ -81,6 +89,14 @@ class Autoencoder(nn.Module):
             c_in = c_out
         self.decoder_conv = nn.Sequential(*dec)
 
+    def code_units(self) -> int:
+        """Width of the encoder's last linear layer (the VAE doubles it for the log-variance)."""
+        return self.latent_size
+
+    def options(self) -> dict:
+        """The kind's own settings, recorded in ``config.json`` (none for the plain AE)."""
+        return {}
+
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Map images ``(n, 1, s, s)`` in [-1, 1] to codes ``(n, latent_size)``."""
         return self.encoder_fc(self.encoder_conv(x))
@@ -91,8 +107,19 @@ class Autoencoder(nn.Module):
         return self.decoder_conv(h)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(reconstruction, code)``: deterministic, the path every score and code is computed on."""
         z = self.encode(x)
         return self.decode(z), z
+
+    def training_loss(self, x: torch.Tensor, generator: torch.Generator | None = None
+                      ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The loss the training loop minimises on a batch ``x`` and its named terms.
+
+        The plain AE's is the MSE of the reconstruction, averaged over all pixels. ``generator``
+        (a CPU ``torch.Generator``) drives a kind's random corruption or sampling; unused here.
+        """
+        loss = F.mse_loss(self(x)[0], x)
+        return loss, {"mse": loss.detach()}
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -146,3 +146,27 @@ def test_a_bad_model_is_refused_before_anything_runs(tmp_path, capsys):
     assert "unknown model 'vea'" in capsys.readouterr().err
     assert main(["train", "--out", str(tmp_path / "r"), "--model", "vae", "--model-option", "memory_size=3"]) == 2
     assert "no setting(s) ['memory_size']" in capsys.readouterr().err
+
+
+def test_table2_benchmark_prints_ours_beside_the_papers(tmp_path, capsys, monkeypatch):
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    from analysis.report import write_report
+
+    _with_methods().to_csv(tmp_path / "results.csv", index=False)
+    write_report(tmp_path)
+    paper = tmp_path / "paper.csv"
+    paper.write_text("method,dataset,auc_mean,auc_std,ap_mean,ap_std,ap_pix_mean,ap_pix_std,dice_mean,dice_std\n"
+                     "VAE,RSNA,67.9,0.8,67.0,0.8,,,,\n")
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "table2.py"
+    spec = importlib.util.spec_from_file_location("benchmark_table2", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(sys, "argv", ["table2.py", str(tmp_path), "--paper", str(paper)])
+    module.main()
+    printed = capsys.readouterr().out
+    assert "| MemAE (d=16) |" in printed and "| RSNA | VAE | 67.9 ± 0.8 |" in printed
+    oracle_line = next(line for line in printed.splitlines() if line.startswith("| AE (oracle"))
+    assert oracle_line.rstrip(" |").endswith("0.0")  # the oracle's regret against itself

@@ -47,6 +47,8 @@ def _print_metrics(metrics: dict, as_json: bool) -> None:
     for key in HEADLINE:
         note = "  (oracle upper bound)" if key == "best_dice" and metrics.get(key) is not None else ""
         print(f"{key:<{width}}  {_format_value(metrics.get(key))}{note}")
+    if "effective_latent_size" in metrics:  # nested and gated models: the capacity they chose
+        print(f"{'effective_latent_size':<{width}}  {metrics['effective_latent_size']}")
 
 
 def _check_entropy_method(method: str) -> None:
@@ -60,7 +62,7 @@ def _check_entropy_method(method: str) -> None:
 
 
 def train(args) -> int:
-    from entropy_ae.model import check_sizes
+    from entropy_ae.model import ADAPTIVE_KINDS, check_sizes
     from entropy_ae.reproducibility import resolve_device
     from entropy_ae.runs import check_not_complete
     from entropy_ae.training import TrainConfig, run_training
@@ -80,8 +82,14 @@ def train(args) -> int:
               f"model={config.model}, latent_size={config.latent_size}, {config.epochs} epochs, seed={config.seed}, "
               f"device={device}",
               file=sys.stderr)
-    metrics = run_training(data, config, args.out, progress=False if args.quiet else None,
-                           target_fpr=args.target_fpr, overwrite=args.overwrite)
+    if config.model in ADAPTIVE_KINDS:  # one training; its capacity chosen from normal data
+        from analysis.adaptive import run_adaptive_training
+
+        metrics = run_adaptive_training(data, config, args.out, progress=False if args.quiet else None,
+                                        target_fpr=args.target_fpr, overwrite=args.overwrite)
+    else:
+        metrics = run_training(data, config, args.out, progress=False if args.quiet else None,
+                               target_fpr=args.target_fpr, overwrite=args.overwrite)
     _print_metrics(metrics, args.json)
     if not args.json:
         print(f"run saved to {args.out} (train {metrics['train_seconds']:.1f} s, "

@@ -182,10 +182,12 @@ def _dataset_blocks(name: str, results: pd.DataFrame, figures: dict, base: Path,
 
 def methods_blocks(results: pd.DataFrame, figures: dict, base: Path, rec: dict) -> list:
     """Table 2 of one dataset (several model kinds) and the methods' entropy-vs-AUROC figure."""
-    kinds = [METHOD_LABELS.get(k, k) for k in results["model"].unique()]
+    order = list(METHOD_LABELS)
+    kinds = [METHOD_LABELS.get(k, k) for k in sorted(set(results["model"]) - {"ae"},
+                                                    key=lambda k: order.index(k) if k in order else len(order))]
     blocks = [("h2", "Table 2: the AE's latent size against methods that restrict the latent space")]
     measures = ", ".join(label for _, label in TABLE2_MEASURES)
-    blocks.append(("p", f"Methods {', '.join(kinds)} on the paper's backbone, as in the paper's Table 2: mean ± std "
+    blocks.append(("p", f"{', '.join(kinds)} beside the AE on the paper's backbone, as in the paper's Table 2: mean ± std "
                         f"over seeds, in percent; the best mean of each column in bold among the rows that use no "
                         f"test label. The oracle row picks the latent size by test AUROC and is not in the bold. "
                         f"Beside the metrics, means over seeds of {measures} (nats; ID in dimensions; codes of the "

@@ -83,10 +83,12 @@ def table1(results: pd.DataFrame, percent: bool = True) -> pd.DataFrame:
     return table
 
 
-METHOD_LABELS = {"ae": "AE", "vae": "VAE", "memae": "MemAE", "ceae": "CeAE", "dae": "DAE"}
+METHOD_LABELS = {"ae": "AE", "vae": "VAE", "memae": "MemAE", "ceae": "CeAE", "dae": "DAE",
+                 "nested": "Nested (adaptive)", "gated": "Gated (adaptive)"}
 # Beside Table 2: what each method's code holds (normal training codes) and how much it copies
 # pseudo-anomalies (normal data only); the VAE's rate is its KL to the prior.
 TABLE2_MEASURES = (
+    ("effective_latent_size", "effective d"),
     ("h_z", "H(Z) k-NN"),
     ("id_levina_bickel_z", "ID(Z)"),
     ("info_z", "I_sigma(Z)"),
@@ -102,13 +104,21 @@ def has_several_models(results: pd.DataFrame) -> bool:
     return "model" in results.columns and results["model"].nunique() > 1
 
 
-def table2_rows(results: pd.DataFrame, recommended: int | None, default: int = DEFAULT_LATENT_SIZE) -> dict:
+def methods_latent_size(results: pd.DataFrame) -> int:
+    """The latent size the other model kinds were run at (the commonest), else :data:`DEFAULT_LATENT_SIZE`."""
+    others = results[results["model"] != "ae"] if "model" in results.columns else results.iloc[0:0]
+    return int(others["latent_size"].mode().min()) if len(others) else DEFAULT_LATENT_SIZE
+
+
+def table2_rows(results: pd.DataFrame, recommended: int | None, default: int | None = None) -> dict:
     """``{row label: runs}`` of Table 2 for one dataset, in the paper's order.
 
-    The AE at ``default``, every other kind at each latent size it was run at, the AE at the
+    The AE at ``default`` (default: the methods' latent size, :func:`methods_latent_size`; the
+    paper's is 16), every other kind at each latent size it was run at, the AE at the
     ``recommended`` latent size (normal data only) and at the oracle latent size (the best mean
     test AUROC of the sweep: it uses test labels, and is labelled so).
     """
+    default = methods_latent_size(results) if default is None else default
     ae = model_runs(results, "ae")
     sizes = set(int(d) for d in ae["latent_size"].unique())
     rows = {}
@@ -127,7 +137,7 @@ def table2_rows(results: pd.DataFrame, recommended: int | None, default: int = D
     return rows
 
 
-def table2(results: pd.DataFrame, recommended: int | None, default: int = DEFAULT_LATENT_SIZE,
+def table2(results: pd.DataFrame, recommended: int | None, default: int | None = None,
            percent: bool = True) -> pd.DataFrame:
     """The paper's Table 2 for one dataset, with each method's latent measurements beside it.
 

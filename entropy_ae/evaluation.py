@@ -201,7 +201,8 @@ def evaluate_model(
         ``specificity`` (None when there are no val images); mean MSE
         ``rec_error_train_normal``, ``rec_error_val_normal``, ``rec_error_test_normal``,
         ``rec_error_test_abnormal``; the image counts; the pseudo-anomaly metrics; and for a
-        model with a ``rate`` (the VAE), ``kl_rate_<split>``, its mean KL to the prior in nats.
+        model with a ``rate`` (the VAE), ``kl_rate_<split>``, its mean KL to the prior in nats; for
+        one with an ``effective_latent_size`` (nested, gated), that number of active code units.
 
     Raises
     ------
@@ -265,6 +266,8 @@ def evaluate_model(
         n_test_normal=int((~abnormal).sum()),
         n_test_abnormal=int(abnormal.sum()),
     )
+    if hasattr(model, "effective_latent_size"):  # nested and gated: the capacity they use
+        metrics["effective_latent_size"] = model.effective_latent_size()
     if hasattr(model, "rate"):  # the VAE's KL to its prior, in nats per image
         for split in ("train_normal", "val_normal", "test_normal", "test_abnormal"):
             images = data.split(split)

@@ -106,7 +106,7 @@ def load_data_from_args(args: argparse.Namespace, image_size: int):
 
 # The model kinds of entropy_ae.model.MODEL_KINDS, spelled here too so that --help needs no torch
 # (tests/test_model_kinds_cli.py checks that the two agree).
-MODEL_KINDS_HELP = "ae (the paper's AE), vae, memae, ceae or dae"
+MODEL_KINDS_HELP = "ae (the paper's AE), vae, memae, ceae, dae, or nested or gated (capacity chosen in one training)"
 
 
 def model_option(text: str) -> tuple[str, float]:

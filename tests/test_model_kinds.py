@@ -38,12 +38,14 @@ def test_forward_shapes_and_parameter_count(kind):
     d, size = 5, 32
     model = build_model(kind, d, size).eval()
     x_hat, z = model(_images(4, size))
-    assert x_hat.shape == (4, 1, size, size) and z.shape == (4, d)
+    assert x_hat.shape == (4, 1, size, size) and z.shape == (4, d)  # adaptive kinds start at full capacity
     assert model.encode(_images(4, size)).shape == (4, d)
     plain = count_parameters(Autoencoder(d, size))
     extra = {"ae": 0, "ceae": 0, "dae": 0,
              "vae": (HIDDEN + 1) * d,  # the log-variance half of the encoder's last Linear
-             "memae": 25 * d}  # the memory, 25 items of size d
+             "memae": 25 * d,  # the memory, 25 items of size d
+             "nested": 0,  # the truncation is a buffer, not a parameter
+             "gated": d}  # one gate log-odds per unit
     assert count_parameters(model) == plain + extra[kind]
     assert model.kind == kind
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from entropy_ae.data import load_data
 from entropy_ae.io import atomic_write_json
+from entropy_ae.model import ADAPTIVE_KINDS
 from entropy_ae import training
 from entropy_ae.runs import WEIGHTS, is_complete, load_config, load_metrics
 from entropy_ae.training.batched import run_trainings_batched
@@ -178,8 +179,14 @@ def train_one(item: RunItem, data=None) -> dict:
 
             torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
         # Looked up on the module when called, so a test can stand in for the training.
-        metrics = training.run_training(data, item.train_config(), item.run_dir, progress=False,
-                                        overwrite=item.overwrite)
+        if item.model in ADAPTIVE_KINDS:  # one training, its capacity chosen from normal data
+            from analysis.adaptive import run_adaptive_training  # noqa: PLC0415 -- it imports the rules
+
+            metrics = run_adaptive_training(data, item.train_config(), item.run_dir, progress=False,
+                                            overwrite=item.overwrite)
+        else:
+            metrics = training.run_training(data, item.train_config(), item.run_dir, progress=False,
+                                            overwrite=item.overwrite)
     else:
         metrics = load_metrics(item.run_dir)
     measure_run(item.run_dir, data, item.sigma, item.method)
@@ -193,7 +200,7 @@ def train_group(items: list[RunItem], data=None, on_saved=None) -> list[dict]:
     already complete are not retrained. ``on_saved(item)`` is called as each trained run is
     saved (in this process only: a callback cannot cross to a worker).
     """
-    todo = [i for i in items if needs_training(i)]
+    todo = [i for i in items if needs_training(i) and i.model not in ADAPTIVE_KINDS]  # those: in train_one
     if data is None:
         data = load_cached(items[0].data_spec, items[0].image_size)
     if todo:

@@ -45,8 +45,10 @@ PSEUDO_KEYS = (
     "rec_error_val_normal", *PSEUDO_METRICS, *INFORMATION, *family_columns(),
     "pseudo_families", "pseudo_strength", "n_pseudo", "n_pseudo_codes",
 )
-# The VAE's rate (KL to its prior, nats per image) per split; NaN for the other model kinds.
-RATE_KEYS = ("kl_rate_train_normal", "kl_rate_val_normal", "kl_rate_test_normal", "kl_rate_test_abnormal")
+# Model-kind columns, NaN for the kinds without them: the VAE's rate (KL to its prior, nats per
+# image) per split, and the capacity an adaptive model uses.
+MODEL_KEYS = ("kl_rate_train_normal", "kl_rate_val_normal", "kl_rate_test_normal", "kl_rate_test_abnormal",
+             "effective_latent_size")  # the last: the capacity a nested or gated model uses
 # Keys of reference.json that are not columns (the table has them already, or they are bookkeeping).
 _REFERENCE_NOT_COLUMNS = ("dataset", "image_size", "data_spec", "measurements_version")
 
@@ -98,7 +100,7 @@ def _row(run_dir: Path, out: Path, references: dict, method: str) -> dict:
         row.update(measured)
     if ref is not None:
         row.update({k: v for k, v in ref.items() if k not in _REFERENCE_NOT_COLUMNS})
-    row.update({k: float("nan") if metrics.get(k) is None else metrics[k] for k in RATE_KEYS})
+    row.update({k: float("nan") if metrics.get(k) is None else metrics[k] for k in MODEL_KEYS})
     row["run_dir"] = str(run_dir.relative_to(out))
     row.update(_pseudo_columns(metrics, measured or {}))
     return row

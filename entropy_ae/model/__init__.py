@@ -1,14 +1,14 @@
 """The models: the paper's autoencoder and the methods of its Table 2, one kind each.
 
-========  ==========================================================  ==============================
-kind      model                                                       code the estimators read
-========  ==========================================================  ==============================
-``ae``    :class:`Autoencoder`, the paper's AE (the backbone of all)  the encoder's output
-``vae``   :class:`VariationalAutoencoder`                             the posterior mean
-``memae`` :class:`MemoryAutoencoder` (Gong et al., ICCV 2019)         the memory read-out
-``ceae``  :class:`ContextEncodingAutoencoder` (erased rectangles)     the encoder's output
-``dae``   :class:`DenoisingAutoencoder` (coarse noise, MIDL 2022)     the encoder's output
-========  ==========================================================  ==============================
+* ``ae``: :class:`Autoencoder`, the paper's AE (the backbone of all); code: the encoder's output.
+* ``vae``: :class:`VariationalAutoencoder`; code: the posterior mean.
+* ``memae``: :class:`MemoryAutoencoder` (Gong et al., ICCV 2019); code: the memory read-out.
+* ``ceae``: :class:`ContextEncodingAutoencoder` (erased rectangles); code: the encoder's output.
+* ``dae``: :class:`DenoisingAutoencoder` (coarse noise, MIDL 2022); code: the encoder's output.
+* ``nested``: :class:`NestedAutoencoder` (ordered code by nested dropout); code: at its truncation.
+* ``gated``: :class:`GatedAutoencoder` (L0 gates on the code units); code: the gated code.
+
+``nested`` and ``gated`` choose their latent capacity in one training (:mod:`.adaptive`).
 
 Every kind has the AE's interface (``encode``, ``decode``, a deterministic ``forward`` returning
 ``(reconstruction, code)``, ``training_loss``), so scoring, metrics, latents and run directories
@@ -19,22 +19,25 @@ from __future__ import annotations
 
 from ._options import resolve_options
 from .autoencoder import CHANNELS, HIDDEN, MAX_LATENT_SIZE, Autoencoder, check_sizes, count_parameters
+from .adaptive import GatedAutoencoder, NestedAutoencoder, truncations
 from .corrupted import ContextEncodingAutoencoder, DenoisingAutoencoder
 from .memae import MemoryAutoencoder
 from .vae import VariationalAutoencoder
 
 __all__ = [
-    "CHANNELS", "HIDDEN", "MAX_LATENT_SIZE", "MODEL_KINDS", "Autoencoder", "ContextEncodingAutoencoder",
-    "DenoisingAutoencoder", "MemoryAutoencoder", "VariationalAutoencoder", "build_model", "check_model",
-    "check_sizes", "count_parameters",
+    "ADAPTIVE_KINDS", "CHANNELS", "HIDDEN", "MAX_LATENT_SIZE", "MODEL_KINDS", "Autoencoder", "ContextEncodingAutoencoder",
+    "DenoisingAutoencoder", "GatedAutoencoder", "MemoryAutoencoder", "NestedAutoencoder", "VariationalAutoencoder",
+    "build_model", "check_model", "check_sizes", "count_parameters", "truncations",
 ]
 
 MODEL_CLASSES = {
     cls.kind: cls
     for cls in (Autoencoder, VariationalAutoencoder, MemoryAutoencoder, ContextEncodingAutoencoder,
-                DenoisingAutoencoder)
+                DenoisingAutoencoder, NestedAutoencoder, GatedAutoencoder)
 }
-MODEL_KINDS = tuple(MODEL_CLASSES)  # ("ae", "vae", "memae", "ceae", "dae")
+MODEL_KINDS = tuple(MODEL_CLASSES)  # ("ae", "vae", "memae", "ceae", "dae", "nested", "gated")
+# The kinds that choose their capacity in one training (their runs go through analysis.adaptive).
+ADAPTIVE_KINDS = ("nested", "gated")
 
 
 def check_model(kind: str, options: dict | None = None) -> dict:

@@ -208,8 +208,9 @@ def _add_analysis(subparsers) -> None:
     study.add_argument("--models", default="ae", metavar="KIND1,KIND2,...",
                        help=f"model kinds to compare ({MODEL_KINDS_HELP}), e.g. ae,vae,memae,ceae,dae: the AE is "
                             "always swept over --latent-sizes (the recommendation needs it); the others are "
-                            "trained at --methods-latent-size with the same seeds and epochs, at their default "
-                            "settings, and the report adds the paper's Table 2 (default: ae)")
+                            "trained at --methods-latent-size (nested and gated: at the largest of --latent-sizes, "
+                            "their capacity chosen in one training) with the same seeds and epochs, at their "
+                            "default settings, and the report adds the paper's Table 2 (default: ae)")
     study.add_argument("--methods-latent-size", type=positive_int, default=STUDY_METHODS_LATENT_SIZE, metavar="D",
                        help=f"latent size of the other --models (default: {STUDY_METHODS_LATENT_SIZE}, as the "
                             "paper's Table 2)")

@@ -121,7 +121,7 @@ def evaluate(args) -> int:
 
 def _study_models(args) -> list[tuple[str, dict, list[int]]]:
     """``(kind, settings, latent sizes)`` of each sweep a command runs: ``--model``, or the study's ``--models``."""
-    from entropy_ae.model import check_model
+    from entropy_ae.model import ADAPTIVE_KINDS, check_model
 
     if not hasattr(args, "models"):  # sweep: one kind over the grid
         check_model(args.model, dict(args.model_options))
@@ -129,7 +129,10 @@ def _study_models(args) -> list[tuple[str, dict, list[int]]]:
     kinds = list(dict.fromkeys(k.strip() for k in args.models.split(",") if k.strip()))
     for kind in kinds:
         check_model(kind)
-    return [("ae", {}, args.latent_sizes)] + [(k, {}, [args.methods_latent_size]) for k in kinds if k != "ae"]
+    # An adaptive kind chooses its own capacity up to the largest swept size; the others sit at one size.
+    largest = [max(args.latent_sizes)]
+    return [("ae", {}, args.latent_sizes)] + [(k, {}, largest if k in ADAPTIVE_KINDS else [args.methods_latent_size])
+                                              for k in kinds if k != "ae"]
 
 
 def _sweep(args, warn_mixed: bool = True):

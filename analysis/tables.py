@@ -105,8 +105,12 @@ def has_several_models(results: pd.DataFrame) -> bool:
 
 
 def methods_latent_size(results: pd.DataFrame) -> int:
-    """The latent size the other model kinds were run at (the commonest), else :data:`DEFAULT_LATENT_SIZE`."""
-    others = results[results["model"] != "ae"] if "model" in results.columns else results.iloc[0:0]
+    """The latent size the other fixed-size kinds were run at (the commonest), else :data:`DEFAULT_LATENT_SIZE`."""
+    if "model" not in results.columns:
+        return DEFAULT_LATENT_SIZE
+    others = results[results["model"] != "ae"]
+    if "effective_latent_size" in others.columns:  # adaptive kinds (nested, gated) choose their own size
+        others = others[others["effective_latent_size"].isna()]
     return int(others["latent_size"].mode().min()) if len(others) else DEFAULT_LATENT_SIZE
 
 

@@ -170,3 +170,16 @@ def test_table2_benchmark_prints_ours_beside_the_papers(tmp_path, capsys, monkey
     assert "| MemAE (d=16) |" in printed and "| RSNA | VAE | 67.9 ± 0.8 |" in printed
     oracle_line = next(line for line in printed.splitlines() if line.startswith("| AE (oracle"))
     assert oracle_line.rstrip(" |").endswith("0.0")  # the oracle's regret against itself
+
+
+def test_study_trains_fixed_kinds_at_the_methods_size_and_adaptive_kinds_at_the_largest():
+    from argparse import Namespace
+
+    from analysis.commands import _study_models
+
+    args = Namespace(models="ae,vae,nested", latent_sizes=[1, 4, 32], methods_latent_size=16)
+    assert _study_models(args) == [("ae", {}, [1, 4, 32]), ("vae", {}, [16]), ("nested", {}, [32])]
+    results = _with_methods().assign(effective_latent_size=np.nan)
+    nested = results[results["model"] == "vae"].assign(model="nested", latent_size=32, effective_latent_size=4)
+    rows = table2_rows(pd.concat([results, nested]), recommended=8)
+    assert "AE (d=16)" in rows and "Nested (adaptive) (d=32)" in rows

@@ -22,6 +22,9 @@ Roles as in ``benchmarks/recommendation.py``: the two_sided rule's constants wer
 Usage::
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/adaptive.py --out runs/bench-recommendation [--kinds nested]
+    # another gate_share, its runs apart, on the dev datasets only:
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/adaptive.py --out runs/bench-recommendation --kinds gated \
+        --gate-share 0.01 --adaptive-out runs/bench-adaptive-share0.01 --roles dev
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/adaptive.py --out runs/bench-recommendation --timing
 """
 
@@ -60,9 +63,11 @@ def adaptive_runs(data, kind: str, epochs: int, args) -> list[dict]:
     """Train (or read back) one adaptive run per seed; their metrics."""
     out = []
     for seed in args.seeds:
-        run_dir = run_dir_for(args.out, data.name, args.max_latent_size, seed, kind)
+        run_dir = run_dir_for(args.adaptive_out or args.out, data.name, args.max_latent_size, seed, kind)
         if not is_complete(run_dir):
-            config = TrainConfig(latent_size=args.max_latent_size, epochs=epochs, seed=seed, device="cpu", model=kind)
+            options = {"gate_share": args.gate_share} if kind == "gated" and args.gate_share else {}
+            config = TrainConfig(latent_size=args.max_latent_size, epochs=epochs, seed=seed, device="cpu", model=kind,
+                                 model_options=options)
             run_adaptive_training(data, config, run_dir, progress=False)
         out.append(load_metrics(run_dir))
     return out
@@ -119,10 +124,15 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--quick", action="store_true", help="tiny datasets and 1 epoch (a smoke test)")
     parser.add_argument("--timing", action="store_true", help="only the one-run wall-time comparison")
+    parser.add_argument("--gate-share", type=float, default=None, help="gated's gate_share (default: its own)")
+    parser.add_argument("--adaptive-out", default=None,
+                        help="where the adaptive runs go (default: --out); one directory per setting compared")
+    parser.add_argument("--roles", default="dev,judge", help="which datasets: dev, judge or both")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args()
     args.kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
-    datasets = QUICK_DATASETS if args.quick else DATASETS
+    roles = {r.strip() for r in args.roles.split(",")}
+    datasets = [d for d in (QUICK_DATASETS if args.quick else DATASETS) if d[2] in roles]
     if args.timing:
         result = timing(datasets[0][0], datasets[0][1], args)
         print(result)
@@ -139,8 +149,10 @@ def main() -> None:
     result = pd.DataFrame(rows)
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(result.round(2).to_string(index=False))
-    atomic_write_json(Path(args.out) / "adaptive.json", {"rows": result.to_dict("records"), "seeds": args.seeds,
-                                                         "environment": environment_info("cpu")})
+    name = f"adaptive-{'-'.join(args.kinds)}" + (f"-share{args.gate_share:g}" if args.gate_share else "")
+    atomic_write_json(Path(args.adaptive_out or args.out) / f"{name}.json",
+                      {"rows": result.to_dict("records"), "seeds": args.seeds, "gate_share": args.gate_share,
+                       "environment": environment_info("cpu")})
 
 
 if __name__ == "__main__":

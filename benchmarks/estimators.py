@@ -8,6 +8,9 @@ Usage (from the repository root):
     .venv/bin/python benchmarks/estimators.py --seeds 1 --skip-npeet       # ours only, quickest
     .venv/bin/python benchmarks/estimators.py --gpu                        # the torch path on CUDA at N=1e6
     .venv/bin/python benchmarks/estimators.py --gpu --rehearse --gpu-n 30000   # the same code on the CPU
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/estimators.py --speed --threads 1,2   # MI speed grid, ~18 min
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/estimators.py --speed --quick        # its small cells, ~1 min
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/estimators.py --speed --only 'd=64 N=3e+04'   # one cell, 14 min
 
 Truths: Gaussian entropy 0.5 d log(2 pi e); correlated Gaussians X ~ N(0, I_d),
 Y = rho X + sqrt(1 - rho^2) E with I = 1 nat spread over d pairs; multivariate
@@ -19,6 +22,14 @@ radially Gaussianised variables up to a joint dimension of 12, max-norm above).
 The last column is the speed ratio within this run: on a shared machine only
 ratios from one run compare. npeet is single-threaded and ours uses both cores,
 so a busy machine inflates our ratio.
+
+``--speed`` times the default call ``mutual_information(x, y)`` against
+``npeet_plus.mi`` on the grid d = 1, 4, 16, 64 per variable by N = 1e3 ... 1e5
+(``SPEED_GRID``; Gaussian pairs with I = 1 nat), at each thread count of
+``--threads``, interleaved: for every repeat npeet, then ours at each thread
+count, on the same data. The per-shape cache of the radial scores is cleared
+before every timed call, so each is a cold call. The ratio is npeet's median
+time over ours (above 1: ours faster).
 
 ``--gpu`` times the torch (brute-force) path on CUDA at N = 1e6 instead (entropy
 d = 4 and 16; MI 4 vs 4 and 16 vs 16, classic and default), with the bias,
@@ -137,6 +148,61 @@ def gpu_main(args) -> None:
                   f"| {truth:.3f} | {value - truth:+.3f} | {sec:.2f} | {cpu_sec} | {gap:+.1e} |", flush=True)
 
 
+#: (d per variable, N values) of ``--speed``. Left out, because npeet alone would take about 13 minutes and
+#: over 2 hours (its time grows at least as N^2 there; 64 vs 64 at N = 3e4 alone takes it 12 minutes):
+#: 16 vs 16 and 64 vs 64 at N = 1e5.
+SPEED_GRID = ((1, (1e3, 3e3, 1e4, 3e4, 1e5)), (4, (1e3, 3e3, 1e4, 3e4, 1e5)), (16, (1e3, 3e3, 1e4, 3e4)),
+              (64, (1e3, 3e3, 1e4, 3e4)))
+#: Repeats per cell (median time), fewer where one npeet call takes long.
+SPEED_REPEATS = ((0.5, 5), (5.0, 3), (math.inf, 1))
+
+
+def _cold(fn):
+    """fn with the per-shape caches of entropy_ae.estimators cleared first (a cold call)."""
+    from entropy_ae.estimators import _validation
+
+    def call():
+        _validation._chi_scores.cache_clear()
+        return fn()
+    return call
+
+
+def speed_main(args) -> None:
+    """The default MI call against npeet on SPEED_GRID, at each of --threads, interleaved per repeat."""
+    import npeet_plus
+    from threadpoolctl import threadpool_limits
+
+    threads = [int(t) for t in args.threads.split(",")]
+    print(f"# compiling (or loading the cache of) the numba kernels, untimed: {warm_up():.1f} s")
+    print(f"# {platform.node()} {platform.processor()} torch {torch.__version__} numpy {np.__version__}; "
+          f"default call mutual_information(x, y), k=3, Gaussian pairs with I = 1 nat; median of the repeats")
+    head = " | ".join(f"ours {t} thr s | npeet/ours {t} thr" for t in threads)
+    print(f"| d | N | repeats | truth | npeet bias | ours bias | npeet s | {head} |")
+    print("|---|---|---|---|---|---|---|" + "---|---|" * len(threads))
+    for d, sizes in SPEED_GRID:
+        for n in sizes:
+            n = int(n)
+            if (args.quick and (n > 10_000 or d > 16)) or (args.only and args.only not in f"d={d} N={n:.0e}"):
+                continue
+            x, y = gaussian_pair(n, d, 1.0, 0)
+            npeet_times, ours = [], {t: [] for t in threads}
+            repeats = 1
+            while len(npeet_times) < repeats:
+                npeet_value, sec = timed(lambda: npeet_plus.mi(x, y, k=3, base=math.e))
+                npeet_times.append(sec)
+                if len(npeet_times) == 1 and not args.quick:
+                    repeats = next(r for limit, r in SPEED_REPEATS if sec < limit)
+                for t in threads:
+                    torch.set_num_threads(t)
+                    with threadpool_limits(t):
+                        value, sec = timed(_cold(lambda: mutual_information(x, y)))
+                    ours[t].append(sec)
+            cells = " | ".join(f"{np.median(ours[t]):.3f} | {np.median(npeet_times) / np.median(ours[t]):.2f}"
+                               for t in threads)
+            print(f"| {d} vs {d} | {n:.0e} | {repeats} | 1.000 | {npeet_value - 1:+.3f} | {value - 1:+.3f} "
+                  f"| {np.median(npeet_times):.3f} | {cells} |", flush=True)
+
+
 def warm_up() -> float:
     """Seconds to compile (first run) or load the compiled kernels, on small inputs of every path."""
     start = time.perf_counter()
@@ -158,6 +224,9 @@ def main(argv=None):
     parser.add_argument("--npeet-max-n-d", type=float, default=1.4e6,
                         help="skip npeet where n times the (joint) dimension exceeds this: the d=16, N=1e5 rows, "
                              "where it does not finish in 40 s")
+    parser.add_argument("--speed", action="store_true", help="the default MI against npeet on SPEED_GRID (above)")
+    parser.add_argument("--threads", default="1,2", help="--speed: thread counts to time ours at, e.g. '1,2'")
+    parser.add_argument("--quick", action="store_true", help="--speed: only N <= 1e4 and d <= 16, one repeat")
     parser.add_argument("--gpu", action="store_true", help="time the torch path on CUDA at --gpu-n (see above)")
     parser.add_argument("--gpu-n", type=float, default=1e6, help="--gpu: sample size (default 1e6)")
     parser.add_argument("--gpu-cpu-times", action="store_true", help="--gpu: also time the CPU path at --gpu-n")
@@ -167,6 +236,8 @@ def main(argv=None):
     if args.gpu:
         args.gpu_n = int(args.gpu_n)
         return gpu_main(args)
+    if args.speed:
+        return speed_main(args)
     import npeet_plus
 
     print(f"# compiling (or loading the cache of) the numba kernels, untimed: {warm_up():.1f} s")

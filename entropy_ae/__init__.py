@@ -31,6 +31,7 @@ _EXPORTS = {
     "DataError": "data",
     "load_data": "data",
     "from_arrays": "data",
+    "AutoencoderDetector": "detector",
 }
 __all__ = ["__version__", *_EXPORTS]
 

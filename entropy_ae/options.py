@@ -13,7 +13,24 @@ import argparse
 DATA_HELP = (
     "data spec: 'synthetic' (the built-in synthetic data), 'synthetic[k=4,n_train=1000,n_test=400]', "
     "'digits' or 'digits:C' (scikit-learn digits, class C normal), a folder in the medical AD "
-    "benchmark layout, or a MedMNIST-style .npz file"
+    "benchmark layout, a MedMNIST-style .npz file, or 'nifti:ROOT' / 'dicom:ROOT' (3-D volumes in "
+    "ROOT/train, ROOT/test, ROOT/labels, sliced; options below or as nifti:ROOT[key=value,...])"
+)
+# The command-line spellings of the volume options of nifti:/dicom: specs: (flag, spec key, metavar,
+# help). The keys, defaults and parsing live in entropy_ae.data.volumes (DEFAULTS); the values are
+# passed on as text and parsed there, exactly as inside a spec's brackets.
+VOLUME_OPTIONS = (
+    ("--modality", "modality", "M", "auto, ct or mr: how intensities are mapped (auto: CT when a window is "
+                                    "given or a DICOM series says CT, else MR)"),
+    ("--window", "window", "LOW,HIGH", "CT window in Hounsfield units, LOW,HIGH (write --window=-160,240 when LOW "
+                                       "is negative) or a preset: brain, soft_tissue, lung, bone"),
+    ("--percentiles", "percentiles", "LOW,HIGH", "MR: normalise each volume between these percentiles of its "
+                                                 "foreground voxels (default 1,99)"),
+    ("--slice-axis", "axis", "A", "volume axis 0, 1 or 2 to cut slices along (default 2)"),
+    ("--slice-range", "slice_range", "START,STOP", "keep only slice indices START..STOP-1 along the axis"),
+    ("--min-foreground", "min_foreground", "F", "skip slices with a smaller foreground share than F (default 0.01)"),
+    ("--min-lesion-voxels", "min_lesion_voxels", "N", "a test slice is abnormal from N lesion voxels of its "
+                                                      "segmentation on; slices with 1..N-1 are left out (default 1)"),
 )
 
 
@@ -76,7 +93,7 @@ def int_list(text: str) -> list[int]:
 
 def add_data_options(parser: argparse.ArgumentParser, *, data_default: str | None,
                      data_help: str | None = None, seed_help: str | None = None) -> None:
-    """Add ``--data``, ``--normal-labels`` and ``--data-seed``.
+    """Add ``--data``, ``--normal-labels``, ``--data-seed`` and the volume options (:data:`VOLUME_OPTIONS`).
 
     With ``data_default=None`` the data are optional (a command that falls back on a run's own
     data); ``data_help`` and ``seed_help`` replace the generic help texts for one command.
@@ -92,15 +109,23 @@ def add_data_options(parser: argparse.ArgumentParser, *, data_default: str | Non
         seed_help = ("seed of the train/val/test split and of synthetic data generation (default: 0); "
                      "kept apart from the training seed so every training seed sees the same data" + only)
     parser.add_argument("--data-seed", type=non_negative_int, default=0, metavar="S", help=seed_help)
+    volume = parser.add_argument_group("volume data (nifti: and dicom: specs only)")
+    for flag, key, metavar, text in VOLUME_OPTIONS:
+        volume.add_argument(flag, dest=f"volume_{key}", metavar=metavar, default=None, help=text + only)
 
 
 def load_data_from_args(args: argparse.Namespace, image_size: int):
-    """The :class:`~entropy_ae.data.AnomalyData` that ``--data``, ``--normal-labels`` and ``--data-seed`` name."""
+    """The :class:`~entropy_ae.data.AnomalyData` that ``--data``, ``--normal-labels``, ``--data-seed`` and the
+    volume options name."""
     from .data import load_data
 
     kwargs = {"image_size": image_size, "seed": args.data_seed}
     if args.normal_labels is not None:
         kwargs["normal_labels"] = args.normal_labels
+    volume = {key: getattr(args, f"volume_{key}") for _, key, _, _ in VOLUME_OPTIONS
+              if getattr(args, f"volume_{key}", None) is not None}
+    if volume:
+        kwargs["volume_options"] = volume
     return load_data(args.data, **kwargs)
 
 

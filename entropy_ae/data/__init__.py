@@ -29,6 +29,10 @@ Sources (spec strings)
     MedIAnomaly-BraTS layout), with optional masks. See :func:`entropy_ae.data.folder.load`.
 ``<file>.npz``
     MedMNIST format; ``normal_labels`` picks the normal classes. See :func:`entropy_ae.data.npz.load`.
+``nifti:ROOT`` / ``dicom:ROOT`` / ``nifti:ROOT[key=value,...]``
+    3-D volumes (NIfTI files or DICOM series; ``ROOT/train``, ``ROOT/test``, ``ROOT/labels``) as
+    2-D slices, split by patient; a plain folder whose ``train/`` holds ``.nii`` files is
+    ``nifti:``. Needs ``pip install entropy-ae[medical]``. See :mod:`entropy_ae.data.volumes`.
 
 All images are grey and must be square (non-square ones are refused rather than
 squashed: crop or pad them first); they are resized to ``image_size`` x ``image_size``
@@ -45,7 +49,7 @@ import os
 import re
 from pathlib import Path
 
-from . import digits, folder, npz
+from . import digits, folder, npz, volumes
 from . import synthetic as _synthetic
 from ._contract import SPLITS, AnomalyData, DataError, assemble
 from ._images import VAL_FRACTION, check_int
@@ -56,13 +60,15 @@ __all__ = ["AnomalyData", "DataError", "SPLITS", "load_data", "parse_spec", "fro
 VALID_SPECS = (
     "valid data specs: 'synthetic', 'synthetic[k=4,n_train=1000,n_val=200,n_test=400]', 'synthetic:shortcut', "
     "'digits', 'digits:C' (C = 0..9), a folder path (images/ + data.json, or train/ + test/), "
-    "or a MedMNIST-style '.npz' file path"
+    "a MedMNIST-style '.npz' file path, or 'nifti:ROOT' / 'dicom:ROOT' (3-D volumes as slices, options in "
+    "[key=value,...])"
 )
 _SYNTHETIC_RE = re.compile(r"^synthetic(?::([A-Za-z0-9_-]*))?(?:\[(.*)\])?$", re.DOTALL)
 _DIGITS_RE = re.compile(r"^digits(?::(.*))?$")
 
 
-def load_data(spec: str | dict, image_size: int = 64, seed: int = 0, normal_labels=None) -> AnomalyData:
+def load_data(spec: str | dict, image_size: int = 64, seed: int = 0, normal_labels=None,
+              volume_options: dict | None = None) -> AnomalyData:
     """Load an anomaly-detection dataset from a spec string or a spec dict.
 
     Parameters
@@ -80,6 +86,10 @@ def load_data(spec: str | dict, image_size: int = 64, seed: int = 0, normal_labe
     normal_labels : int, str or list of int, optional
         For ``.npz`` specs only: class labels that count as normal (e.g. ``[0]`` or ``"0,1"``);
         default ``[0]``.
+    volume_options : dict, optional
+        For ``nifti:`` / ``dicom:`` specs only: options such as ``{"window": "lung", "axis": 2}``
+        (the keys of :data:`entropy_ae.data.volumes.DEFAULTS`; values as in the spec string),
+        added to those in the spec's brackets.
 
     Returns
     -------
@@ -91,8 +101,11 @@ def load_data(spec: str | dict, image_size: int = 64, seed: int = 0, normal_labe
         spec.setdefault("seed", seed)
         if normal_labels is not None:
             spec.setdefault("normal_labels", normal_labels)
+        for key, value in (volume_options or {}).items():
+            spec.setdefault(key, value)
     elif isinstance(spec, (str, os.PathLike)):
-        spec = parse_spec(os.fspath(spec), image_size=image_size, seed=seed, normal_labels=normal_labels)
+        spec = parse_spec(os.fspath(spec), image_size=image_size, seed=seed, normal_labels=normal_labels,
+                          volume_options=volume_options)
     else:
         raise DataError(f"data spec must be a string or a dict, got {type(spec).__name__}; {VALID_SPECS}")
     check_int("image_size", spec["image_size"], minimum=1)
@@ -100,7 +113,11 @@ def load_data(spec: str | dict, image_size: int = 64, seed: int = 0, normal_labe
     if (normal_labels is not None or spec.get("normal_labels") is not None) and spec.get("source") != "npz":
         raise DataError("normal_labels only applies to '.npz' data specs; leave it unset for other sources")
 
-    loaders = {"synthetic": _load_synthetic, "digits": digits.load, "folder": folder.load, "npz": npz.load}
+    if volume_options and spec.get("source") not in volumes.SOURCES:
+        raise DataError(f"volume options {sorted(volume_options)} (--window, --slice-axis, ...) only apply to "
+                        "'nifti:' / 'dicom:' volume specs; drop them for this data")
+    loaders = {"synthetic": _load_synthetic, "digits": digits.load, "folder": folder.load, "npz": npz.load,
+               "nifti": volumes.load, "dicom": volumes.load}
     source = spec.get("source")
     if source == "arrays":
         raise DataError(
@@ -112,10 +129,13 @@ def load_data(spec: str | dict, image_size: int = 64, seed: int = 0, normal_labe
     return loaders[source](spec)
 
 
-def parse_spec(text: str, image_size: int = 64, seed: int = 0, normal_labels=None) -> dict:
+def parse_spec(text: str, image_size: int = 64, seed: int = 0, normal_labels=None,
+               volume_options: dict | None = None) -> dict:
     """Turn a spec string into the canonical, JSON-serialisable spec dict (without loading data)."""
     text = text.strip()
     base = {"image_size": image_size, "seed": seed}
+    if volumes.match(text):
+        return volumes.parse(text, base, volume_options)
     m = _SYNTHETIC_RE.match(text)
     if m:
         return {"source": "synthetic", **_parse_synthetic_params(m.group(2), m.group(1)), **base}
@@ -133,6 +153,8 @@ def parse_spec(text: str, image_size: int = 64, seed: int = 0, normal_labels=Non
     if text.lower().endswith(".npz"):
         labels = None if normal_labels is None else npz.parse_normal_labels(normal_labels)
         return {"source": "npz", "path": str(path.resolve()), "normal_labels": labels, **base}
+    if path.is_dir() and volumes.looks_like_nifti_root(path):
+        return volumes.parse(f"nifti:{path}", base, volume_options)
     if path.is_dir():
         return {"source": "folder", "path": str(path.resolve()), "val_fraction": VAL_FRACTION, **base}
     if path.exists():

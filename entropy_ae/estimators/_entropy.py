@@ -9,14 +9,14 @@ import torch
 from scipy.special import digamma, gammaln
 
 from ._neighbors import knn_distances
+from ._ties import dequantise, drop_repeated_rows
 from ._validation import (
     check_inputs,
     check_method,
     constant_columns,
     covariance_eigh,
-    dequantise,
-    drop_repeated_rows,
     log_base,
+    one_warning,
     warn,
     whiten,
 )
@@ -24,6 +24,7 @@ from ._validation import (
 ENTROPY_METHODS = ("knn", "kde", "binned", "gaussian")
 
 
+@one_warning
 def entropy(x, method: str = "knn", k: int = 3, base: float = math.e, nan_policy: str = "raise",
             device: str | None = None, discrete: bool = False) -> float:
     """Differential entropy H(X) of samples ``x``.

@@ -270,10 +270,14 @@ def _ksg_kernel(rows, edges, members, k, euclidean, shrink, out, start, stop):
                 best[q] = s
         radius = best[k - 1] * shrink
         for s in range(members.shape[0]):
-            _combine(combined, dist, members[s], euclidean)
+            if members[s].sum() == 1:  # one block: count on its distances, no copy
+                source = dist[np.argmax(members[s])]
+            else:
+                _combine(combined, dist, members[s], euclidean)
+                source = combined
             c = 0
             for j in range(n):
-                c += combined[j] < radius
+                c += source[j] < radius
             out[s, i] = c
 
 

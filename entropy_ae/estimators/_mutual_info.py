@@ -10,16 +10,18 @@ from scipy.special import digamma
 
 from ._entropy import _entropy_nats, _plugin_mm, log_unit_ball_volume
 from ._neighbors import count_within, knn_distances, ksg_counts
+from ._reference import _gaussian_information, _plug_in_bias, tabulated_correction
+from ._ties import dequantise, drop_repeated_rows
 from ._validation import (
     check_inputs,
     check_method,
+    constant_columns,
     copula_normal,
     covariance_eigh,
-    dequantise,
     drop_constant,
-    drop_repeated_rows,
     label_codes,
     log_base,
+    one_warning,
     radial_gaussianise,
     warn,
     whiten,
@@ -39,8 +41,13 @@ EUCLIDEAN_MAX_JOINT_DIM = 12
 #: One replicate adds 26 % to the sd (sqrt(1 + (0.013 / 0.017)^2)); two would add 13 % but cost 1.5x the
 #: time (3 KSG runs instead of 2) -- less than what the same time spent on more samples buys, so one.
 REFERENCE_REPLICATES = 1
+#: Measured bias of the default call at high joint dimension, quoted by its warning (Gaussian data, one seed,
+#: ``benchmarks/estimators.py --speed`` and the equicorrelated case of the estimators page).
+HIGH_DIMENSION_BIAS = ("measured at 64 vs 64 dimensions with I = 1 nat +1.93 nats at n = 1000, +0.70 at n = 3000 "
+                       "and +0.18 at n = 1e4, and +0.23 at 50 vs 50, n = 5000 (equicorrelated, truth 1.62)")
 
 
+@one_warning
 def mutual_information(x, y, method: str = "ksg", k: int = 3, base: float = math.e, nan_policy: str = "raise",
                        correction: str | None = "gaussian", device: str | None = None, norm: str = "auto") -> float:
     """Mutual information I(X; Y) between continuous variables.
@@ -72,8 +79,9 @@ def mutual_information(x, y, method: str = "ksg", k: int = 3, base: float = math
         Ball of ``"ksg"`` (see Notes). ``"max"``: classic KSG (max-norm boxes).
         ``"euclidean"``: Euclidean balls (BI-KSG) on radially Gaussianised
         variables. ``"auto"``: Euclidean up to a joint dimension of
-        ``EUCLIDEAN_MAX_JOINT_DIM`` (12), max-norm above. ``correction=None,
-        norm="max"`` is the classic KSG estimator of NPEET.
+        ``EUCLIDEAN_MAX_JOINT_DIM`` (12), max-norm above. ``correction=None``
+        with the max-norm is the classic KSG estimator of NPEET, on the normal
+        scores without whitening (see Notes).
 
     Returns
     -------
@@ -86,10 +94,15 @@ def mutual_information(x, y, method: str = "ksg", k: int = 3, base: float = math
     Notes
     -----
     The estimate is computed on preprocessed data: constant columns dropped,
-    ties dequantised, each coordinate rank-transformed to normal scores and
-    each variable whitened. These are invertible maps of one variable at a
-    time, which leave (conditional) MI unchanged, so the estimate is exactly
+    ties dequantised (rounding-level duplicates of float32 data silently),
+    each coordinate rank-transformed to normal scores and, except for classic
+    KSG, each variable whitened. These are invertible maps of one variable at
+    a time, which leave (conditional) MI unchanged, so the estimate is exactly
     invariant to rescaling and to any strictly monotone map of a coordinate.
+    Whitening changes the bias of uncorrected max-norm KSG (it concentrates
+    dependence spread over many coordinates into few), so ``correction=None``
+    with the max-norm (and uncorrected CMI) skips it, as NPEET does; only a
+    variable with linearly dependent columns is then reduced to their span.
 
     ``norm="max"`` is classic KSG (Kraskov et al. 2004). ``norm="euclidean"``
     uses Euclidean balls (BI-KSG, Gao, Oh & Viswanath 2018) after radially
@@ -111,7 +124,11 @@ def mutual_information(x, y, method: str = "ksg", k: int = 3, base: float = math
     prepared data, so the same input gives the same number. The correction
     removes the bias exactly (up to Monte Carlo noise) when the copula is
     Gaussian and only partly otherwise (e.g. heavy-tailed Student-t
-    dependence stays biased towards 0). It costs a second KSG run.
+    dependence stays biased towards 0). It costs a second KSG run, except at
+    1 vs 1 dimensions with Euclidean balls and k = 3, where E[I_hat(G)] - I_G
+    depends only on n and the correlation and is read from a table
+    (``_reference.CORRECTION``, standard error about 1e-3 nats). At high joint
+    dimension it overshoots (``HIGH_DIMENSION_BIAS``).
     ``correction=None, norm="max"`` is the classic, uncorrected estimator,
     biased towards 0 for strong dependence and high dimension.
 
@@ -142,6 +159,7 @@ def mutual_information(x, y, method: str = "ksg", k: int = 3, base: float = math
     return _estimate([x, y], ["x", "y"], method, k, correction, device, norm) / divisor
 
 
+@one_warning
 def conditional_mutual_information(x, y, z, method: str = "ksg", k: int = 3, base: float = math.e,
                                    nan_policy: str = "raise", correction: str | None = "gaussian",
                                    device: str | None = None) -> float:
@@ -167,6 +185,7 @@ def conditional_mutual_information(x, y, z, method: str = "ksg", k: int = 3, bas
     return _estimate([x, y, z], ["x", "y", "z"], method, k, correction, device) / divisor
 
 
+@one_warning
 def mutual_information_discrete(x, labels, k: int = 3, base: float = math.e, nan_policy: str = "raise",
                                 device: str | None = None) -> float:
     """Mutual information I(X; L) between continuous codes ``x`` and a discrete label.
@@ -207,8 +226,13 @@ def mutual_information_discrete(x, labels, k: int = 3, base: float = math.e, nan
 # --- preprocessing ---------------------------------------------------------------------------------------
 
 
-def _prepare(blocks: list[np.ndarray], names: list[str]) -> list[np.ndarray]:
-    """MI-invariant per-variable preprocessing (see the Notes of ``mutual_information``)."""
+def _prepare(blocks: list[np.ndarray], names: list[str], whitened: bool = True) -> list[np.ndarray]:
+    """MI-invariant per-variable preprocessing (see the Notes of ``mutual_information``).
+
+    Constant columns dropped, ties dequantised, normal scores; then each variable
+    whitened, or, with ``whitened=False`` (classic KSG), only one whose columns are
+    linearly dependent, onto the subspace they span.
+    """
     out = []
     for block, name in zip(blocks, names):
         block = drop_constant(block, name)
@@ -219,9 +243,15 @@ def _prepare(blocks: list[np.ndarray], names: list[str]) -> list[np.ndarray]:
                 warn(f"{name}: its {block.shape[1]} columns are linearly dependent after the rank transform (n <= d, "
                      f"or a column is a copy or monotone function of another); estimating on the {rank}-dimensional "
                      f"subspace they span, which carries the same information.")
-            block = whiten(block, subspace=True)[0]
+            if whitened or rank < block.shape[1]:
+                block = whiten(block, subspace=True)[0]
         out.append(block)
     return out
+
+
+def _classic(method: str, correction: str | None, norm: str, n_blocks: int) -> bool:
+    """Uncorrected max-norm KSG (or Frenzel-Pompe): NPEET's estimator, on normal scores without whitening."""
+    return method == "ksg" and correction is None and (norm == "max" or n_blocks == 3)
 
 
 def _resolve_norm(norm: str, method: str, blocks: list[np.ndarray]) -> str:
@@ -243,7 +273,12 @@ def _shape_for(norm: str, blocks: list[np.ndarray]) -> list[np.ndarray]:
 def _estimate(blocks, names, method, k, correction, device, norm="max") -> float:
     if correction not in CORRECTIONS:
         raise ValueError(f"correction must be one of {CORRECTIONS}; got {correction!r}.")
-    blocks = _prepare(drop_repeated_rows(blocks, "(" + ", ".join(names) + ")"), names)
+    blocks = drop_repeated_rows(blocks, "(" + ", ".join(names) + ")")
+    if norm == "auto" and len(blocks) == 2 and method == "ksg" and correction is None:
+        # Classic or not depends on the joint dimension after constant columns are dropped.
+        kept = sum(int((~constant_columns(b)).sum()) for b in blocks)
+        norm = "euclidean" if kept <= EUCLIDEAN_MAX_JOINT_DIM else "max"
+    blocks = _prepare(blocks, names, whitened=not _classic(method, correction, norm, len(blocks)))
     if blocks[0].shape[1] == 0 or blocks[1].shape[1] == 0:
         return 0.0  # a variable with only constant columns carries no information
     conditional = len(blocks) == 3
@@ -251,9 +286,7 @@ def _estimate(blocks, names, method, k, correction, device, norm="max") -> float
         blocks, conditional = blocks[:2], False  # conditioning on a constant changes nothing
     n, total_d = len(blocks[0]), sum(b.shape[1] for b in blocks)
     if total_d > math.log2(n):
-        warn(f"joint dimension {total_d} is too high for n = {n} (n^(1/D) < 2 samples per axis): classic k-NN MI "
-             f"is biased towards 0 by a large fraction here; the Gaussian-copula correction removes this only "
-             f"as far as the dependence is Gaussian.")
+        _warn_joint_dimension(n, total_d, correction)
     degenerate = _degeneracy(blocks)
     if degenerate == "infinite":
         return math.inf
@@ -263,6 +296,20 @@ def _estimate(blocks, names, method, k, correction, device, norm="max") -> float
     if correction == "gaussian" and degenerate is None:
         value += _gaussian_reference(blocks, method, k, device, norm)
     return value
+
+
+def _warn_joint_dimension(n: int, total_d: int, correction: str | None) -> None:
+    """The one warning of a k-NN MI at a joint dimension above log2(n), with what to do about it."""
+    if correction is None:
+        advice = ("Use the default Gaussian-copula correction (correction='gaussian'), which removes this bias "
+                  "as far as the dependence is Gaussian, or fewer dimensions (e.g. the leading principal "
+                  "components of each variable)")
+    else:
+        advice = ("The Gaussian-copula correction removes this bias only as far as the dependence is Gaussian, and "
+                  f"at high dimension it overshoots: {HIGH_DIMENSION_BIAS}. For a tighter estimate use fewer "
+                  "dimensions (e.g. the leading principal components of each variable) or more samples")
+    warn(f"joint dimension {total_d} is too high for n = {n} (n^(1/D) < 2 samples per axis): uncorrected k-NN MI "
+         f"is biased towards 0 by a large fraction here. {advice}.")
 
 
 def _singular(blocks, parts) -> bool:
@@ -300,59 +347,38 @@ def _gaussian_reference(blocks, method, k, device, norm="max") -> float:
 
     Mean over ``REFERENCE_REPLICATES`` samples of I_plug(G_r) - I_hat(G_r), minus the
     exact bias of the plug-in I_plug; seeded from the data (deterministic per input).
+    At 1 vs 1 dimensions with Euclidean balls and k = 3 it is read from a table of its
+    expectation instead (:mod:`._reference`), which is exact up to the table's
+    Monte Carlo error and costs nothing.
     """
     sizes = [b.shape[1] for b in blocks]
     joint = np.hstack(blocks)
-    root = np.linalg.cholesky(np.atleast_2d(np.cov(joint, rowvar=False)))
+    cov = np.atleast_2d(np.cov(joint, rowvar=False))
+    if method == "ksg" and norm == "euclidean" and sizes == [1, 1]:
+        tabulated = tabulated_correction(len(joint), k, cov[0, 1] / math.sqrt(cov[0, 0] * cov[1, 1]))
+        if tabulated is not None:
+            return tabulated
+    root = np.linalg.cholesky(cov)
     rng = np.random.default_rng(_data_seed(joint))
-    terms = []
-    for _ in range(REFERENCE_REPLICATES):
-        g = rng.standard_normal(joint.shape) @ root.T
-        plug_in = _gaussian_information(np.atleast_2d(np.cov(g, rowvar=False)), sizes)
-        g_blocks = _shape_for(norm, _prepare(np.split(g, np.cumsum(sizes)[:-1], axis=1), ["g"] * len(blocks)))
-        terms.append(plug_in - _raw(g_blocks, method, k, device, norm))
-    return float(np.mean(terms)) - _plug_in_bias(sizes, len(joint))
+    return float(np.mean([_reference_term(root, sizes, len(joint), rng, method, k, device, norm)
+                          for _ in range(REFERENCE_REPLICATES)]))
+
+
+def _reference_term(root, sizes, n, rng, method, k, device, norm) -> float:
+    """I_plug(G) - I_hat(G) - (E[I_plug] - I_G) for one sample G of n rows from N(0, root root^T).
+
+    Its expectation is I_G - E[I_hat(G)], the correction; G is prepared and
+    estimated exactly as the data.
+    """
+    g = rng.standard_normal((n, len(root))) @ root.T
+    plug_in = _gaussian_information(np.atleast_2d(np.cov(g, rowvar=False)), sizes)
+    g_blocks = _shape_for(norm, _prepare(np.split(g, np.cumsum(sizes)[:-1], axis=1), ["g"] * len(sizes)))
+    return plug_in - _raw(g_blocks, method, k, device, norm) - _plug_in_bias(sizes, n)
 
 
 def _data_seed(joint: np.ndarray) -> int:
     """A seed from the bytes of the prepared data: same input, same reference samples."""
     return int.from_bytes(hashlib.blake2b(np.ascontiguousarray(joint).tobytes(), digest_size=8).digest(), "little")
-
-
-def _combine_log_dets(logdet, n_blocks: int) -> float:
-    """(Conditional) Gaussian MI from the log-determinants of block subsets (last block = Z)."""
-    if n_blocks == 2:
-        return 0.5 * (logdet(0) + logdet(1) - logdet(0, 1))
-    return 0.5 * (logdet(0, 2) + logdet(1, 2) - logdet(2) - logdet(0, 1, 2))
-
-
-def _gaussian_information(cov: np.ndarray, sizes: list[int]) -> float:
-    """Exact (conditional) MI of a Gaussian with covariance ``cov`` split into blocks of ``sizes``."""
-    edges = np.cumsum([0] + sizes)
-    idx = [np.arange(edges[i], edges[i + 1]) for i in range(len(sizes))]
-
-    def logdet(*parts):
-        sel = np.concatenate([idx[p] for p in parts])
-        return np.linalg.slogdet(cov[np.ix_(sel, sel)])[1]
-
-    return _combine_log_dets(logdet, len(sizes))
-
-
-def _plug_in_bias(sizes: list[int], n: int) -> float:
-    """E[I_plug] - I_G for the Gaussian MI of a sample covariance of n rows (exact, any covariance).
-
-    (n - 1) S ~ Wishart_p(n - 1, Sigma) for every diagonal block of S, and
-    E[log det S] - log det Sigma = sum_{i=1..p} psi((m - i + 1) / 2) + p log(2 / m),
-    m = n - 1 (e.g. Anderson 2003, An Introduction to Multivariate Statistical
-    Analysis, sec. 7.5), so the bias depends only on the block sizes and n.
-    """
-    m = n - 1
-
-    def logdet_bias(*parts):
-        p = sum(sizes[q] for q in parts)
-        return float(digamma((m - np.arange(p)) / 2.0).sum()) + p * math.log(2.0 / m)
-
-    return _combine_log_dets(logdet_bias, len(sizes))
 
 
 # --- estimators on prepared blocks -----------------------------------------------------------------------

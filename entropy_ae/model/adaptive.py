@@ -135,8 +135,8 @@ class GatedAutoencoder(_ActiveUnits):
     ----------
     latent_size, image_size : int
         As :class:`~entropy_ae.model.Autoencoder`; ``latent_size`` is the most units it can open.
-    gate_share : float, default 0.03
-        Penalty per expected open gate as a share of the batch's pixel variance: a unit stays
+    **options
+        ``gate_share`` (default 0.03): penalty per expected open gate as a share of the batch's pixel variance: a unit stays
         open when it lowers the per-pixel MSE by more than that.
     """
 

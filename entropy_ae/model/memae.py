@@ -42,9 +42,8 @@ class MemoryAutoencoder(Autoencoder):
     ----------
     latent_size, image_size : int
         As :class:`~entropy_ae.model.Autoencoder`; ``latent_size`` is the memory items' size.
-    memory_size : int, default 25
-    shrink_threshold : float, default 0.0025
-    entropy_weight : float, default 2e-4
+    **options
+        ``memory_size`` (default 25), ``shrink_threshold`` (default 0.0025), ``entropy_weight`` (default 2e-4).
     """
 
     kind = "memae"

@@ -28,8 +28,8 @@ class VariationalAutoencoder(Autoencoder):
     ----------
     latent_size, image_size : int
         As :class:`~entropy_ae.model.Autoencoder`.
-    kl_weight : float, default 0.005
-        Weight of the KL term (nats per image) against the per-pixel MSE.
+    **options
+        ``kl_weight`` (default 0.005): weight of the KL term (nats per image) against the per-pixel MSE.
     """
 
     kind = "vae"

@@ -59,7 +59,8 @@ class _ActiveUnits(Autoencoder):
     """An AE whose code is the subset :meth:`active_units` of its ``latent_size`` units."""
 
     def active_units(self) -> torch.Tensor:
-        raise NotImplementedError
+        """Indices of the code units in use; each subclass defines which (a truncation, the open gates)."""
+        raise NotImplementedError(f"{type(self).__name__} must define active_units()")
 
     def effective_latent_size(self) -> int:
         """The number of active code units: the capacity the model uses."""

@@ -12,7 +12,7 @@ from scipy.spatial import cKDTree
 
 import entropy_ae.estimators._mutual_info as mi_module
 from entropy_ae.estimators import EstimatorWarning, entropy, mutual_information
-from entropy_ae.estimators._grid_knn import grid_knn
+from entropy_ae.estimators._grid_knn import grid_knn, sweep_knn
 from entropy_ae.estimators._kernels import ksg_counts_brute
 from entropy_ae.estimators._neighbors import count_within, knn_distances, ksg_counts
 from entropy_ae.estimators._reference import INFO, LOG2_N, STDERR, direct_terms, tabulated_correction
@@ -90,6 +90,20 @@ def test_grid_knn_equals_tree(d, euclidean, data):
         x[:, 1] = 0.99 * x[:, 0] + 0.14 * x[:, 1]
     ref = cKDTree(x).query(x, k=4, p=2.0 if euclidean else np.inf)[0][:, 1:]
     np.testing.assert_array_equal(grid_knn(x, 3, euclidean, 1), ref)
+
+
+@pytest.mark.parametrize("euclidean", [True, False])
+@pytest.mark.parametrize("data", ["continuous", "quantised", "correlated"])
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sweep_knn_equals_tree(euclidean, data, workers):
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((3000, 2))
+    if data == "quantised":
+        x = np.round(x, 1)  # ties along the sorted axis and duplicate points (distance 0)
+    elif data == "correlated":
+        x[:, 1] = 0.99 * x[:, 0] + 0.14 * x[:, 1]
+    ref = cKDTree(x).query(x, k=4, p=2.0 if euclidean else np.inf)[0][:, 1:]
+    np.testing.assert_array_equal(sweep_knn(x, 3, euclidean, workers), ref)
 
 
 @pytest.mark.parametrize("metric", ["euclidean", "chebyshev"])

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
-from ._grid_knn import GRID_KNN_MAX_DIM, GRID_KNN_MIN_N, grid_knn
+from ._grid_knn import GRID_KNN_MAX_DIM, GRID_KNN_MIN_N, SWEEP_KNN_MAX_N, grid_knn, sweep_knn
 from ._kernels import GRID_MAX_DIM, GRID_MAX_DIM_MAX_NORM, grid_counts, ksg_counts_brute
 
 #: Above this dimension max-norm trees visit almost every leaf and brute force is faster
@@ -218,7 +218,7 @@ def ksg_counts(blocks: list[np.ndarray], subsets: list[tuple[int, ...]], k: int,
 
     Up to a joint dimension of ``KSG_TREE_MAX_DIM`` on the CPU (``KSG_TREE_MAX_DIM_LARGE_N``
     from ``KSG_LARGE_N`` samples on): a tree (in 2-D from ``GRID_KNN_MIN_N`` points on, a
-    grid) for the joint k-NN, then :func:`count_within` per subset. Above it, for small
+    grid, below ``SWEEP_KNN_MAX_N`` a sorted sweep) for the joint k-NN, then :func:`count_within` per subset. Above it, for small
     samples (``KSG_BRUTE_N_PER_DIM``), or with
     ``device=``) brute force, where one pass serves all: the joint max-norm
     distance is the maximum of the per-block distances (the joint squared
@@ -236,6 +236,9 @@ def ksg_counts(blocks: list[np.ndarray], subsets: list[tuple[int, ...]], k: int,
     # count_within counts strictly inside radius * (1 - 1e-9); a slightly larger radius turns that into
     # "inside or on the sphere" whatever the rounding of the distances.
     inflate = 1.0 if metric == "chebyshev" else 1.0 + 2e-9
+    if dev is None and d == 2 and n < SWEEP_KNN_MAX_N:
+        eps = sweep_knn(joint, k, metric == "euclidean", _workers())[:, -1] * inflate
+        return [count_within(np.hstack([blocks[p] for p in parts]), eps, metric) for parts in subsets]
     if dev is None and d <= GRID_KNN_MAX_DIM and n >= GRID_KNN_MIN_N:
         eps = grid_knn(joint, k, metric == "euclidean", _workers())[:, -1] * inflate
         return [count_within(np.hstack([blocks[p] for p in parts]), eps, metric) for parts in subsets]

@@ -57,13 +57,13 @@ _FASTMATH = {"nnan", "ninf", "nsz"}
 
 def _in_threads(kernel, n: int, workers: int, *args) -> None:
     """``kernel(*args, start, stop)`` over rows 0..n in items of rows, in ``workers`` threads."""
+    if workers < 2:
+        for start in range(0, n, _MAX_ROWS_PER_ITEM):  # Python checks for Ctrl-C between items
+            kernel(*args, start, min(n, start + _MAX_ROWS_PER_ITEM))
+        return
     items = max(workers * _ITEMS_PER_THREAD, -(-n // _MAX_ROWS_PER_ITEM))
     edges = np.unique(np.linspace(0, n, items + 1).astype(np.int64))
     spans = list(zip(edges[:-1], edges[1:]))
-    if workers < 2:
-        for start, stop in spans:  # Python checks for Ctrl-C between items
-            kernel(*args, start, stop)
-        return
     pool = ThreadPoolExecutor(workers)
     try:
         # list() re-raises the first exception of any item.

@@ -164,8 +164,15 @@ def covariance_eigh(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
     n, d = x.shape
     scale = x.std(axis=0, ddof=1) if n > 1 else np.zeros(d)
     safe = np.where(scale > 0, scale, 1.0)
-    corr = np.atleast_2d(np.cov(x / safe, rowvar=False)) if n > 1 else np.zeros((d, d))
-    eigval, eigvec = np.linalg.eigh(corr)
+    if d == 1 and n > 1:
+        # np.cov's arithmetic (centre, dot product, times 1 / (n - 1)) without its overhead; a 1x1
+        # matrix is its own eigenvalue, with eigenvector 1.
+        xc = x[:, 0] / safe[0]
+        xc = xc - xc.mean()
+        eigval, eigvec = np.array([float(xc @ xc) * (1.0 / (n - 1))]), np.ones((1, 1))
+    else:
+        corr = np.atleast_2d(np.cov(x / safe, rowvar=False)) if n > 1 else np.zeros((d, d))
+        eigval, eigvec = np.linalg.eigh(corr)
     keep = eigval > max(n, d) * np.finfo(float).eps * max(eigval.max(), np.finfo(float).tiny)
     if n <= d:
         keep[: d - n + 1] = False  # the d - n + 1 smallest (eigh sorts ascending) are exactly 0 in exact arithmetic

@@ -163,6 +163,7 @@ def _cold(fn):
 
     def call():
         _validation._chi_scores.cache_clear()
+        _validation._normal_scores.cache_clear()
         return fn()
     return call
 

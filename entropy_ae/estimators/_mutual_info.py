@@ -238,7 +238,8 @@ def _prepare(blocks: list[np.ndarray], names: list[str], whitened: bool = True) 
         block = drop_constant(block, name)
         if block.shape[1]:
             block = copula_normal(dequantise(block, name))
-            rank = int(covariance_eigh(block)[3].sum())
+            # One non-constant column always has rank 1; more need the eigenvalues.
+            rank = 1 if block.shape[1] == 1 else int(covariance_eigh(block)[3].sum())
             if rank < block.shape[1]:
                 warn(f"{name}: its {block.shape[1]} columns are linearly dependent after the rank transform (n <= d, "
                      f"or a column is a copy or monotone function of another); estimating on the {rank}-dimensional "

@@ -236,8 +236,16 @@ def copula_normal(x: np.ndarray) -> np.ndarray:
         return ndtri(rankdata(x, axis=0) / (n + 1.0))
     # No ties: the ranks are the inverse permutation, and the scores one fixed vector in that order.
     out = np.empty_like(x, dtype=np.float64)
-    np.put_along_axis(out, order, ndtri(np.arange(1, n + 1) / (n + 1.0))[:, None], axis=0)
+    np.put_along_axis(out, order, _normal_scores(n)[:, None], axis=0)
     return out
+
+
+@functools.lru_cache(maxsize=8)
+def _normal_scores(n: int) -> np.ndarray:
+    """Normal quantiles of the ranks 1..n over n + 1: one vector per sample size, read-only."""
+    scores = ndtri(np.arange(1, n + 1) / (n + 1.0))
+    scores.flags.writeable = False
+    return scores
 
 
 def chi_quantile(q: np.ndarray, d: int) -> np.ndarray:

@@ -12,7 +12,11 @@
 
 It trains with :func:`entropy_ae.training.train_model` and scores with the helpers of
 :mod:`entropy_ae.evaluation`, so its numbers are those of ``entropy-ae train`` for the same
-images, settings and seed.
+images, settings and seed. Every model kind of :mod:`entropy_ae.model` can be trained
+(``model="vae"``, ``"memae"``, ...): all share the autoencoder's interface and score by
+reconstruction error. ``nested`` scores at ``truncation`` (chosen by the user, e.g. by model
+selection; ``entropy-ae train --model nested`` chooses it from normal data in the analysis
+layer, which this core module does not import).
 """
 
 from __future__ import annotations
@@ -27,13 +31,12 @@ from sklearn.utils.validation import check_is_fitted
 from .data import AnomalyData
 from .data._images import VAL_FRACTION, as_numpy, images_to_unit, resize_images, split_val
 from .evaluation import anomaly_maps, encode_images, image_scores, threshold_at_fpr
-from .model import check_sizes
+from .model import MODEL_KINDS, check_model, check_sizes, truncations
 from .runs import RunDirError, load_config, load_loss_history, load_metrics, load_model, save_run
 from .training import TrainConfig, train_model
 
-# The model kinds the detector trains today; the others of entropy_ae.model follow once
-# TrainConfig passes them through (the parameter is there already).
-DETECTOR_MODELS = ("ae",)
+# The model kinds the detector trains: all of entropy_ae.model (one interface, scored by reconstruction error).
+DETECTOR_MODELS = MODEL_KINDS
 MODEL_STRIDE = 16  # the autoencoder's image side must be a multiple of this (four stride-2 blocks)
 
 
@@ -47,7 +50,17 @@ class AutoencoderDetector(TransformerMixin, BaseEstimator):
     epochs, batch_size, lr : int, int, float, default 20, 64, 1e-3
         Training settings (:class:`entropy_ae.training.TrainConfig`).
     model : str, default "ae"
-        The model kind; only ``"ae"`` (the paper's autoencoder) for now.
+        The model kind, one of :data:`DETECTOR_MODELS` (:data:`entropy_ae.model.MODEL_KINDS`):
+        ``"ae"`` (the paper's autoencoder), ``"vae"``, ``"memae"``, ``"ceae"``, ``"dae"``,
+        ``"nested"`` or ``"gated"``.
+    model_options : dict, optional
+        The kind's settings (e.g. ``{"kl_weight": 0.01}`` for ``"vae"``); unset ones take the
+        kind's defaults (:func:`entropy_ae.model.check_model`).
+    truncation : int, optional
+        ``model="nested"`` only: the number of leading code units scored, one of
+        :func:`entropy_ae.model.truncations` of ``latent_size`` (1, 2, 4, ..., ``latent_size``);
+        default all ``latent_size`` units. The decoder's BatchNorm statistics are re-estimated
+        for it on the training images (as ``analysis.adaptive`` does) before the threshold is fixed.
     device : str, default "auto"
         ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"`` or ``"cuda:<i>"``.
     seed : int, default 0
@@ -82,6 +95,9 @@ class AutoencoderDetector(TransformerMixin, BaseEstimator):
         Images trained on (those given to :meth:`fit` less the held-out ones).
     loss_history_ : list of float
         Mean training loss per epoch.
+    effective_latent_size_ : int
+        Width of the code :meth:`transform` returns: ``latent_size``, except the open units of a
+        ``gated`` model and ``truncation`` of a ``nested`` one.
     input_shape_ : (int, int)
         Side of the images :meth:`fit` saw; later inputs must have it.
     n_features_in_ : int
@@ -94,7 +110,8 @@ class AutoencoderDetector(TransformerMixin, BaseEstimator):
 
     def __init__(self, latent_size: int = 16, epochs: int = 20, batch_size: int = 64, lr: float = 1e-3,
                  model: str = "ae", device: str = "auto", seed: int = 0, target_fpr: float = 0.05,
-                 val_fraction: float = VAL_FRACTION, image_size: int | None = None, value_range=None):
+                 val_fraction: float = VAL_FRACTION, image_size: int | None = None, value_range=None,
+                 model_options: dict | None = None, truncation: int | None = None):
         self.latent_size = latent_size
         self.epochs = epochs
         self.batch_size = batch_size
@@ -106,6 +123,8 @@ class AutoencoderDetector(TransformerMixin, BaseEstimator):
         self.val_fraction = val_fraction
         self.image_size = image_size
         self.value_range = value_range
+        self.model_options = model_options
+        self.truncation = truncation
 
     # ------------------------------------------------------------------------------------ fitting
 
@@ -127,6 +146,9 @@ class AutoencoderDetector(TransformerMixin, BaseEstimator):
         config = self._config()
         data = self._data(train, val)
         self.model_, self.loss_history_ = train_model(data, config, progress=False)
+        if self.model == "nested":  # training mixed the truncations: the decoder's statistics for this one
+            self.model_.set_truncation(int(self.truncation or self.latent_size), train)
+        self.effective_latent_size_ = _code_width(self.model_)
         self.val_scores_ = image_scores(self.model_, val).astype(np.float64)
         self.threshold_ = threshold_at_fpr(self.val_scores_, self.target_fpr)
         self.decision_scores_ = image_scores(self.model_, images).astype(np.float64)
@@ -136,8 +158,20 @@ class AutoencoderDetector(TransformerMixin, BaseEstimator):
 
     def _check_params(self) -> None:
         if self.model not in DETECTOR_MODELS:
-            raise ValueError(f"model={self.model!r}: the detector trains only {', '.join(DETECTOR_MODELS)} so far "
-                             "(the paper's autoencoder); the other kinds of entropy_ae.model are not wired in yet")
+            raise ValueError(f"model={self.model!r} is not a model kind; choose one of {', '.join(DETECTOR_MODELS)}")
+        if self.model_options is not None and not isinstance(self.model_options, dict):
+            raise ValueError(f"model_options must be a dict of the {self.model!r} model's settings or None, "
+                             f"got {self.model_options!r}")
+        check_model(self.model, self.model_options)  # ValueError naming the bad setting and the known ones
+        if self.truncation is not None:
+            if self.model != "nested":
+                raise ValueError(f"truncation={self.truncation!r} applies to model='nested' only (model is "
+                                 f"{self.model!r}); drop it or use model='nested'")
+            valid_size = isinstance(self.latent_size, int) and self.latent_size > 0
+            allowed = truncations(self.latent_size) if valid_size else []
+            if isinstance(self.truncation, bool) or self.truncation not in allowed:
+                raise ValueError(f"truncation={self.truncation!r}: a nested model of latent_size={self.latent_size!r} "
+                                 f"scores at one of {allowed}; pick one of these or None (all units)")
         if not isinstance(self.target_fpr, (int, float)) or not 0 < self.target_fpr < 1:
             raise ValueError(f"target_fpr must be strictly between 0 and 1, got {self.target_fpr!r}")
         if not isinstance(self.val_fraction, (int, float)) or not 0 < self.val_fraction < 1:
@@ -148,7 +182,8 @@ class AutoencoderDetector(TransformerMixin, BaseEstimator):
 
     def _config(self) -> TrainConfig:
         return TrainConfig(latent_size=self.latent_size, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
-                           seed=self.seed, device=self.device)
+                           seed=self.seed, device=self.device, model=self.model,
+                           model_options=dict(self.model_options or {}))
 
     def _data(self, train: np.ndarray, val: np.ndarray) -> AnomalyData:
         """The images as :class:`AnomalyData` (only ``train`` is trained on; the spec records the counts)."""
@@ -249,7 +284,7 @@ class AutoencoderDetector(TransformerMixin, BaseEstimator):
         return anomaly_maps(self.model_, images)
 
     def transform(self, X) -> np.ndarray:
-        """The latent codes, float32 ``(n, latent_size)``."""
+        """The latent codes, float32 ``(n, effective_latent_size_)`` (``latent_size`` but for gated / nested)."""
         images = self._images(X)
         return encode_images(self.model_, images)
 
@@ -304,4 +339,11 @@ class AutoencoderDetector(TransformerMixin, BaseEstimator):
         det.val_scores_ = np.asarray(saved["val_scores"], dtype=np.float64)
         det.n_train_ = int(saved["n_train"])
         det.loss_history_ = load_loss_history(path)
+        det.effective_latent_size_ = _code_width(det.model_)
         return det
+
+
+def _code_width(model) -> int:
+    """The number of code units ``model.encode`` returns (the open / kept ones of gated / nested)."""
+    width = getattr(model, "effective_latent_size", None)
+    return int(width()) if width is not None else int(model.latent_size)

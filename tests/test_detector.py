@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +18,10 @@ from sklearn.model_selection import GridSearchCV, KFold
 
 from entropy_ae.data import DataError
 from entropy_ae.detector import AutoencoderDetector
+from entropy_ae.model import MODEL_CLASSES, MODEL_KINDS
 from entropy_ae.runs import RunDirError, load_config
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "content" / "detector.md"
 
 FAST = dict(epochs=8, latent_size=8, batch_size=32, device="cpu", value_range=(0, 16))
 
@@ -58,6 +63,28 @@ def test_predict_holds_the_target_fpr_on_held_out_normals(fitted, digits):
     stricter = AutoencoderDetector(**{**FAST, "target_fpr": 0.3, "val_fraction": 0.25}).fit(digits[0])
     assert np.mean(stricter.val_scores_ > stricter.threshold_) <= 0.3
     assert stricter.threshold_ < fitted.threshold_ * 1.5
+
+
+@pytest.mark.parametrize("target_fpr", [0.1, 0.3])
+def test_predict_flags_target_fpr_of_fresh_normals(target_fpr):
+    """The false-positive rate on normal images fit never saw is the target, within binomial noise.
+
+    Normal = digits 0-4 (901 images), shuffled: 600 to fit (half held out for the threshold:
+    n_val = 300), the other 301 fresh. The fresh FPR errs by the threshold's estimate (the
+    (1 - p) quantile of n_val scores: sd sqrt(p(1-p)/n_val)) plus the binomial count on n_test
+    fresh images (sd sqrt(p(1-p)/n_test)); independent, so sd = sqrt(p(1-p)(1/n_val + 1/n_test)),
+    0.024 at p = 0.1 and 0.037 at p = 0.3. The test allows 3 sd (about one failure in 370 draws
+    of the data, and the data and seed are fixed here).
+    """
+    bunch = load_digits()
+    normal = bunch.images[np.random.default_rng(0).permutation(np.flatnonzero(bunch.target < 5))]
+    fit, fresh = normal[:600], normal[600:]
+    det = AutoencoderDetector(**{**FAST, "target_fpr": target_fpr, "val_fraction": 0.5}).fit(fit)
+    n_val, n_test = len(det.val_scores_), len(fresh)
+    assert n_val == 300 and det.n_train_ == 300
+    sd = np.sqrt(target_fpr * (1 - target_fpr) * (1 / n_val + 1 / n_test))
+    fpr = det.predict(fresh).mean()
+    assert abs(fpr - target_fpr) < 3 * sd, (fpr, target_fpr, sd)
 
 
 def test_inputs_of_every_accepted_form_give_the_same_scores(fitted, digits):
@@ -129,8 +156,16 @@ def test_save_and_load_round_trip(fitted, digits, tmp_path):
 def test_bad_input_and_settings(fitted, digits):
     with pytest.raises(NotFittedError):
         AutoencoderDetector().decision_function(digits[1])
-    with pytest.raises(ValueError, match="model='vae'.*not wired in yet"):
-        AutoencoderDetector(model="vae").fit(digits[0])
+    with pytest.raises(ValueError, match="model='vqvae' is not a model kind; choose one of ae, vae"):
+        AutoencoderDetector(model="vqvae").fit(digits[0])
+    with pytest.raises(ValueError, match=r"model 'vae' has no setting\(s\) \['gate_share'\]; its settings are: kl_weight"):
+        AutoencoderDetector(**{**FAST, "model": "vae", "model_options": {"gate_share": 0.1}}).fit(digits[0])
+    with pytest.raises(ValueError, match="model_options must be a dict"):
+        AutoencoderDetector(**{**FAST, "model_options": 0.1}).fit(digits[0])
+    with pytest.raises(ValueError, match="applies to model='nested' only"):
+        AutoencoderDetector(**{**FAST, "truncation": 4}).fit(digits[0])
+    with pytest.raises(ValueError, match=r"scores at one of \[1, 2, 4, 8\]"):
+        AutoencoderDetector(**{**FAST, "model": "nested", "truncation": 3}).fit(digits[0])
     with pytest.raises(DataError, match="pass value_range"):
         AutoencoderDetector(**{**FAST, "value_range": None}).fit(digits[0])  # floats need their range
     with pytest.raises(DataError, match="outside value_range"):
@@ -156,6 +191,54 @@ def test_uint8_and_learnt_value_ranges(digits):
     learnt = AutoencoderDetector(**{**FAST, "epochs": 1, "value_range": "fit"}).fit(digits[0])
     assert learnt.value_range_ == (0.0, 16.0)
     assert np.isfinite(learnt.decision_function(digits[1] * 3)).all()  # out of range: clipped
+
+
+@pytest.mark.parametrize("kind", MODEL_KINDS)  # every kind of entropy_ae.model, a new one too
+def test_every_model_kind_fits_scores_saves_and_loads(kind, digits, tmp_path):
+    det = AutoencoderDetector(**{**FAST, "epochs": 2, "latent_size": 4, "model": kind}).fit(digits[0][:60])
+    assert isinstance(det.model_, MODEL_CLASSES[kind]) and det.model_.kind == kind
+    scores = det.decision_function(digits[1])
+    assert scores.shape == (len(digits[1]),) and np.isfinite(scores).all()
+    assert det.transform(digits[1][:3]).shape == (3, det.effective_latent_size_)
+    assert 1 <= det.effective_latent_size_ <= 4
+    det.save(tmp_path / kind)
+    assert load_config(tmp_path / kind)["model"]["kind"] == kind
+    loaded = AutoencoderDetector.load(tmp_path / kind)
+    assert loaded.model_.kind == kind and loaded.get_params() == det.get_params()
+    assert loaded.effective_latent_size_ == det.effective_latent_size_
+    np.testing.assert_allclose(loaded.decision_function(digits[1]), scores, rtol=1e-6)
+
+
+def test_model_options_and_nested_truncation(digits, tmp_path):
+    base = {**FAST, "epochs": 2, "latent_size": 8}
+    vae = AutoencoderDetector(**{**base, "model": "vae", "model_options": {"kl_weight": 0.05}}).fit(digits[0][:60])
+    assert vae.model_.kl_weight == 0.05
+    vae.save(tmp_path / "vae")
+    assert load_config(tmp_path / "vae")["model"]["options"] == {"kl_weight": 0.05}
+    assert AutoencoderDetector.load(tmp_path / "vae").model_options == {"kl_weight": 0.05}
+    full = AutoencoderDetector(**{**base, "model": "nested"}).fit(digits[0][:60])
+    two = clone(full).set_params(truncation=2).fit(digits[0][:60])
+    assert full.effective_latent_size_ == 8 and two.effective_latent_size_ == 2
+    assert two.transform(digits[1][:3]).shape == (3, 2) and int(two.model_.truncation) == 2
+    # the same training, scored at another truncation: other scores and another threshold
+    assert not np.allclose(two.decision_function(digits[1]), full.decision_function(digits[1]))
+    two.save(tmp_path / "nested")
+    again = AutoencoderDetector.load(tmp_path / "nested")
+    assert again.truncation == 2 and again.effective_latent_size_ == 2
+    np.testing.assert_allclose(again.decision_function(digits[1]), two.decision_function(digits[1]), rtol=1e-6)
+
+
+def test_get_params_and_set_params(digits):
+    det = AutoencoderDetector(**FAST)
+    params = det.get_params()
+    assert set(params) == {"latent_size", "epochs", "batch_size", "lr", "model", "device", "seed", "target_fpr",
+                           "val_fraction", "image_size", "value_range", "model_options", "truncation"}
+    assert params["latent_size"] == 8 and params["value_range"] == (0, 16)
+    assert det.set_params(latent_size=2, model="dae") is det and det.latent_size == 2 and det.model == "dae"
+    with pytest.raises(ValueError, match="Invalid parameter 'colour'"):
+        det.set_params(colour="red")
+    det.set_params(epochs=1).fit(digits[0][:30])
+    assert det.transform(digits[1][:2]).shape == (2, 2) and det.model_.kind == "dae"
 
 
 # The scikit-learn checks that cannot apply to an image detector, with the reason (docs/content/detector.md
@@ -188,6 +271,12 @@ def test_scikit_learn_estimator_checks():
     assert {"check_estimator_cloneable", "check_get_params_invariance", "check_set_params", "check_estimators_unfitted",
             "check_n_features_in_after_fitting", "check_complex_data", "check_fit2d_1sample",
             "check_estimators_empty_data_messages", "check_estimator_sparse_array"} <= passed
+    # the docs list exactly these: the passing checks in one paragraph, the ones that do not apply in the next
+    text = DOCS.read_text(encoding="utf-8")
+    required, _, rest = text.partition("**Checks that do not apply.**")
+    listed = set(re.findall(r"`(check_[a-z0-9_]+)`", required.partition("requires these checks to pass")[2]))
+    assert listed - {"check_array_api_input"} == passed
+    assert set(re.findall(r"`(check_[a-z0-9_]+)`", rest.partition("The properties")[0])) == set(NOT_APPLICABLE)
 
 
 def check_results():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 
@@ -45,6 +46,9 @@ def test_quickstart_notebook(tmp_path, monkeypatch):
     assert not [o for o in outputs if o.output_type == "error"]
     text = "".join(str(o.get("data", {}).get("text/plain", "")) + str(o.get("text", "")) for o in outputs)
     assert "'units': 'nats'" in text and "intrinsic dimension" in text
+    detector = re.search(r"detector AUROC on digits: ([0-9.]+), flagged: ([0-9.]+) of normal", text)
+    assert detector, text  # the AutoencoderDetector cell ran and printed its scores
+    assert float(detector.group(1)) > 0.8 and float(detector.group(2)) < 0.5
     assert any("image/png" in o.get("data", {}) for o in outputs)
 
 

@@ -12,15 +12,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-nib = pytest.importorskip("nibabel")
-pydicom = pytest.importorskip("pydicom")
-from pydicom.data import get_testdata_file  # noqa: E402
-from pydicom.uid import generate_uid  # noqa: E402
+# Installed by the dev extra, which the test command installs: a missing one must fail, not skip
+# (test_missing_nibabel_names_the_extra covers a user without them).
+import nibabel as nib
+import pydicom
+from pydicom.data import get_testdata_file
+from pydicom.uid import generate_uid
 
-from entropy_ae.data import DataError, load_data, parse_spec  # noqa: E402
-from entropy_ae.data import volumes  # noqa: E402
-from entropy_ae.data._volume_io import read_volume  # noqa: E402
-from entropy_ae.data.volumes import DEFAULTS, WINDOW_PRESETS, load_with_sources  # noqa: E402
+from entropy_ae.data import DataError, load_data, parse_spec
+from entropy_ae.data import volumes
+from entropy_ae.data._volume_io import read_volume
+from entropy_ae.data.volumes import DEFAULTS, WINDOW_PRESETS, load_with_sources
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPE = (24, 16, 12)  # slices along axis 2 are 24 x 16: not square, so they are padded
@@ -268,16 +270,23 @@ def test_dicom_study_loads_with_a_window(tmp_path):
 
 
 def test_dicom_series_errors(tmp_path):
-    _series(tmp_path / "gap", n=5, skip=(2,))
-    with pytest.raises(DataError, match=r"missing slices: a gap of 5 mm .* \(about 1 missing\)"):
+    uid_gap = _series(tmp_path / "gap", n=5, skip=(2,))  # positions 0, 2.5, -, 7.5, 10 mm; files IM005 (k=0) .. IM001
+    with pytest.raises(DataError) as err:
         read_volume(tmp_path / "gap")
+    for fragment in (f"DICOM series {tmp_path / 'gap'} has missing slices", "a gap of 5 mm between IM004.dcm "
+                     "(InstanceNumber 2) and IM002.dcm (InstanceNumber 4)", "2.5 mm apart (about 1 missing)",
+                     "copy the complete series into the folder"):
+        assert fragment in str(err.value), str(err.value)
     real_gap = CT5N.parents[1] / "77654033" / "CT2"  # pydicom's own series with a hole in it
     with pytest.raises(DataError, match="missing slices"):
         read_volume(real_gap)
-    _series(tmp_path / "mixed", n=3)
+    uid_mixed = _series(tmp_path / "mixed", n=3)
     shutil.copy(next((tmp_path / "gap").iterdir()), tmp_path / "mixed" / "stray.dcm")
-    with pytest.raises(DataError, match=r"mixes 2 series .*put each series in its own folder"):
+    with pytest.raises(DataError) as err:
         read_volume(tmp_path / "mixed")
+    for fragment in (f"DICOM folder {tmp_path / 'mixed'} mixes 2 series", f"{uid_mixed}: 3 files",
+                     f"{uid_gap}: 1 files", "put each series in its own folder (one folder = one volume)"):
+        assert fragment in str(err.value), str(err.value)
     _series(tmp_path / "junk", n=2)
     (tmp_path / "junk" / "notes.txt").write_text("not dicom")
     with pytest.raises(DataError, match=r"notes.txt is not a readable DICOM file"):
@@ -301,18 +310,23 @@ def _expect(spec, *fragments, **kwargs):
 def test_image_and_segmentation_must_agree(root):
     image, seg = _volume(1, [(4, 3)])
     _save(root / "labels" / "t1_seg.nii.gz", seg[:, :, :10])
-    _expect(f"nifti:{root}", "t1_seg.nii.gz", "has shape (24, 16, 10)", "(24, 16, 12)", "voxel grid")
+    _expect(f"nifti:{root}", "t1_seg.nii.gz", "has shape (24, 16, 10)", "t1_flair.nii.gz has shape (24, 16, 12)",
+            "voxel grid", "resample it onto the image")
     _save(root / "labels" / "t1_seg.nii.gz", seg, np.diag([1.0, 1.0, 3.0, 1.0]))
-    _expect(f"nifti:{root}", "t1_seg.nii.gz", "voxel spacing 1x1x3 mm", "1x1x2 mm")
+    _expect(f"nifti:{root}", "t1_seg.nii.gz", "voxel spacing 1x1x3 mm", "t1_flair.nii.gz has 1x1x2 mm",
+            "resample it onto the image")
+    # spacing in the header alone (same affine): still the spacing error, not a silent pass
+    _save(root / "labels" / "t1_seg.nii.gz", seg, AFFINE, zooms=(1.0, 1.0, 2.5))
+    _expect(f"nifti:{root}", "t1_seg.nii.gz", "voxel spacing 1x1x2.5 mm")
     shifted = AFFINE.copy()
     shifted[:3, 3] = [5.0, 0.0, 0.0]
     _save(root / "labels" / "t1_seg.nii.gz", seg, shifted)
-    _expect(f"nifti:{root}", "t1_seg.nii.gz", "different affines", "the image's affine")
+    _expect(f"nifti:{root}", "t1_seg.nii.gz", "t1_flair.nii.gz have different affines", "the image's affine")
 
 
 def test_empty_and_broken_volumes(root):
     _save(root / "train" / "p0.nii.gz", np.zeros(SHAPE, np.float32))
-    _expect(f"nifti:{root}", "p0.nii.gz", "is empty", "every voxel has the value 0")
+    _expect(f"nifti:{root}", "train volume", "p0.nii.gz is empty", "every voxel has the value 0", "remove it")
     (root / "train" / "p0.nii.gz").write_bytes(b"truncated")
     _expect(f"nifti:{root}", "cannot read NIfTI file", "p0.nii.gz")
     _save(root / "train" / "p0.nii.gz", np.zeros((4, 4, 4, 2), np.float32))

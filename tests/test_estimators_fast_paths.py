@@ -212,3 +212,25 @@ def test_joint_dimension_warning_is_single_and_actionable():
     quantised = np.random.default_rng(9).integers(0, 2, size=(300, 8)).astype(float)  # repeated rows
     _, caught = estimator_warnings(lambda: mutual_information(quantised, y))
     assert len(caught) == 1 and "duplicate" in caught[0] and "too high" in caught[0]
+
+
+# --- per-shape caches and one-column shortcuts give the general computation's numbers ----------------------
+
+def test_cached_normal_scores_and_one_column_covariance_equal_the_direct_computation():
+    from scipy.special import ndtri
+    from scipy.stats import rankdata
+
+    from entropy_ae.estimators._validation import copula_normal, covariance_eigh
+
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((501, 3)) * [1.0, 5.0, 1e-3]
+    direct = ndtri(rankdata(x, axis=0) / (len(x) + 1.0))
+    np.testing.assert_array_equal(copula_normal(x), direct)
+    np.testing.assert_array_equal(copula_normal(x[::-1]), direct[::-1])  # the cached vector is not altered
+    for column in x.T:
+        scale, eigval, eigvec, keep = covariance_eigh(column[:, None])
+        general = np.linalg.eigh(np.atleast_2d(np.cov(column / scale[0])))
+        assert scale[0] == column.std(ddof=1)
+        np.testing.assert_array_equal(eigval, general[0])
+        np.testing.assert_array_equal(np.abs(eigvec), np.abs(general[1]))
+        assert keep.all()

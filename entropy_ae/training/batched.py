@@ -36,6 +36,7 @@ model by model with the reference loop where ``stacked`` would be used.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -445,13 +446,16 @@ def run_trainings_batched(
     for run_dir in run_dirs:
         check_not_complete(run_dir, overwrite)
     metrics: list = [None] * len(configs)
-    for group, trained, seconds in _trained_groups(data, configs, max_models_per_group, progress, options):
-        for i, (model, history) in zip(group, trained):
-            scores = evaluate_model(model, data, target_fpr=target_fpr)
-            metrics[i] = save_run(
-                run_dirs[i], model, configs[i], data, scores, history, extra,
-                train_seconds=seconds / len(group), overwrite=overwrite,
-            )
-            if on_saved is not None:
-                on_saved(i, metrics[i])
+    # closing(): when a save fails the generator is closed at once and starts no further model; left to
+    # the garbage collector it would live on in the traceback, and its workers would keep training.
+    with contextlib.closing(_trained_groups(data, configs, max_models_per_group, progress, options)) as groups:
+        for group, trained, seconds in groups:
+            for i, (model, history) in zip(group, trained):
+                scores = evaluate_model(model, data, target_fpr=target_fpr)
+                metrics[i] = save_run(
+                    run_dirs[i], model, configs[i], data, scores, history, extra,
+                    train_seconds=seconds / len(group), overwrite=overwrite,
+                )
+                if on_saved is not None:
+                    on_saved(i, metrics[i])
     return metrics

@@ -16,7 +16,7 @@ dataset: the sweep's sizes for one seed trained one after another, then each ada
 all on one thread.
 
 Roles as in ``benchmarks/recommendation.py``: the two_sided rule's constants were tuned on the
-``dev`` datasets; ``gate_share``'s default comes from a unit-test case (2 factors); neither saw a
+``dev`` datasets, and so was ``gate_share``'s default (``--tune-gate-share``); neither saw a
 ``judge`` dataset. Test labels judge; they never choose.
 
 Usage::

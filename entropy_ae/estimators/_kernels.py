@@ -22,8 +22,10 @@ about 8 s; later processes load it in well under a second).
 
 from __future__ import annotations
 
+import functools
 import math
-from concurrent.futures import ThreadPoolExecutor
+import os
+from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy as np
 from numba import njit
@@ -63,14 +65,25 @@ def _in_threads(kernel, n: int, workers: int, *args) -> None:
         return
     items = max(workers * _ITEMS_PER_THREAD, -(-n // _MAX_ROWS_PER_ITEM))
     edges = np.unique(np.linspace(0, n, items + 1).astype(np.int64))
-    spans = list(zip(edges[:-1], edges[1:]))
-    pool = ThreadPoolExecutor(workers)
+    futures = [_pool(workers, os.getpid()).submit(kernel, *args, start, stop)
+               for start, stop in zip(edges[:-1], edges[1:])]
     try:
-        # list() re-raises the first exception of any item.
-        list(pool.map(lambda span: kernel(*args, span[0], span[1]), spans))
+        for future in futures:
+            future.result()  # re-raises the first exception of any item
     finally:
-        # On an error or Ctrl-C, drop the items not yet started instead of waiting for all of them.
-        pool.shutdown(wait=True, cancel_futures=True)
+        # On an error or Ctrl-C, drop the items not yet started, and wait for the running ones (they
+        # write into the caller's arrays).
+        for future in futures:
+            future.cancel()
+        wait(futures)
+
+
+@functools.lru_cache(maxsize=4)
+def _pool(workers: int, pid: int) -> ThreadPoolExecutor:
+    """One thread pool per worker count and process, kept for later calls: a new pool costs about 1 ms a
+    call in thread starts. Keyed by the process id because a forked child inherits the pool without its
+    threads."""
+    return ThreadPoolExecutor(workers, thread_name_prefix="entropy-ae")
 
 
 # --- counts within a radius, low dimension ------------------------------------------------------------

@@ -9,7 +9,8 @@ import numpy as np
 from scipy.special import digamma
 
 from ._entropy import _entropy_nats, _plugin_mm, log_unit_ball_volume
-from ._neighbors import count_within, knn_distances, ksg_counts
+from ._neighbors import _workers, count_within, knn_distances, ksg_counts
+from ._one_vs_one import one_vs_one_counts, scores_at, tie_free_order
 from ._reference import _gaussian_information, _plug_in_bias, tabulated_correction
 from ._ties import dequantise, drop_repeated_rows
 from ._validation import (
@@ -236,6 +237,10 @@ def _prepare(blocks: list[np.ndarray], names: list[str], whitened: bool = True) 
     out = []
     for block, name in zip(blocks, names):
         block = drop_constant(block, name)
+        order = tie_free_order(block[:, 0]) if block.shape[1] == 1 else None
+        if order is not None:  # one tie-free column: the same numbers, read at its ranks (_one_vs_one)
+            out.append(scores_at(order, "whitened" if whitened else "scores"))
+            continue
         if block.shape[1]:
             block = copula_normal(dequantise(block, name))
             # One non-constant column always has rank 1; more need the eigenvalues.
@@ -274,6 +279,10 @@ def _shape_for(norm: str, blocks: list[np.ndarray]) -> list[np.ndarray]:
 def _estimate(blocks, names, method, k, correction, device, norm="max") -> float:
     if correction not in CORRECTIONS:
         raise ValueError(f"correction must be one of {CORRECTIONS}; got {correction!r}.")
+    if method == "ksg" and norm != "max" and device is None and [b.shape[1] for b in blocks] == [1, 1]:
+        value = _one_vs_one(blocks, k, correction)
+        if value is not None:
+            return value
     blocks = drop_repeated_rows(blocks, "(" + ", ".join(names) + ")")
     if norm == "auto" and len(blocks) == 2 and method == "ksg" and correction is None:
         # Classic or not depends on the joint dimension after constant columns are dropped.
@@ -296,6 +305,26 @@ def _estimate(blocks, names, method, k, correction, device, norm="max") -> float
     value = _raw(blocks, method, k, device, norm)
     if correction == "gaussian" and degenerate is None:
         value += _gaussian_reference(blocks, method, k, device, norm)
+    return value
+
+
+def _one_vs_one(blocks, k, correction) -> float | None:
+    """The default MI of two tie-free columns from their ranks (:mod:`._one_vs_one`): the number of the
+    general path (Euclidean balls, whitened), without its extra sorts; None where that path is needed."""
+    orders = [tie_free_order(b[:, 0]) for b in blocks]
+    if orders[0] is None or orders[1] is None or len(orders[0]) < 4:  # ties, or the dimension warning's n
+        return None
+    whitened = [scores_at(order, "whitened") for order in orders]
+    counts = one_vs_one_counts(orders[0], orders[1], k, _workers())
+    if counts is None:
+        return None
+    degenerate = _degeneracy(whitened)
+    if degenerate == "infinite":
+        return math.inf
+    value = _bi_ksg_value(len(orders[0]), [1, 1], k, *counts)
+    if correction == "gaussian" and degenerate is None:
+        shaped = [scores_at(order, "shaped") for order in orders]
+        value += _gaussian_reference(shaped, "ksg", k, None, "euclidean")
     return value
 
 
@@ -416,9 +445,11 @@ def _bi_ksg(blocks, k, device) -> float:
     volume of the unit d-ball and n_x, n_y the points within the joint k-NN
     distance (inclusive) in each marginal space.
     """
-    n = len(blocks[0])
-    dims = [b.shape[1] for b in blocks]
     n_x, n_y = ksg_counts(blocks, [(0,), (1,)], k, device, metric="euclidean")
+    return _bi_ksg_value(len(blocks[0]), [b.shape[1] for b in blocks], k, n_x, n_y)
+
+
+def _bi_ksg_value(n: int, dims: list[int], k: int, n_x: np.ndarray, n_y: np.ndarray) -> float:
     volumes = log_unit_ball_volume(dims[0]) + log_unit_ball_volume(dims[1]) - log_unit_ball_volume(sum(dims))
     return float(digamma(k) + math.log(n) + volumes - np.log(n_x).mean() - np.log(n_y).mean())
 

@@ -60,6 +60,12 @@ EUCLIDEAN_TREE_MAX_DIM = 12
 _CHUNK_ELEMENTS = {"cpu": 2**24, "cuda": 2**27}
 
 _P = {"euclidean": 2.0, "chebyshev": np.inf}
+#: Counts are strict: every radius is shrunk by this factor first, so that the neighbour that defines it
+#: (and exact ties with it) is excluded on every back end, whatever the rounding of its distance ...
+STRICT_SHRINK = 1.0 - 1e-9
+#: ... and Euclidean KSG radii are first widened by this one, which turns the strict count into "inside or
+#: on the sphere" (BI-KSG) whatever the rounding of the distances.
+EUCLIDEAN_INFLATE = 1.0 + 2e-9
 
 
 def _torch_device(n: int, d: int, device: str | None, tree_max_dim: int = TREE_MAX_DIM) -> torch.device | None:
@@ -171,9 +177,7 @@ def count_within(x: np.ndarray, radius: np.ndarray, metric: str = "chebyshev", d
     """
     n, d = x.shape
     dev = _torch_device(n, d, device)
-    # Shrink the radius by a relative 1e-9 so that the neighbour that defines it (and exact
-    # ties with it) is excluded on every back end, whatever the rounding of its distance.
-    radius = radius * (1.0 - 1e-9)
+    radius = radius * STRICT_SHRINK
     if dev is None and d == 1:
         # Exact and O(n log n): binary search on the sorted values, the queries in sorted order too
         # (numpy narrows each search from the previous one: 2.7x faster at n = 1e5).
@@ -233,9 +237,7 @@ def ksg_counts(blocks: list[np.ndarray], subsets: list[tuple[int, ...]], k: int,
     dev = _torch_device(n, d, device, KSG_TREE_MAX_DIM_LARGE_N if n >= KSG_LARGE_N else KSG_TREE_MAX_DIM)
     if dev is None and d >= 4 and n <= KSG_BRUTE_N_PER_DIM * (d - 1):
         dev = torch.device("cpu")  # the compiled brute force below
-    # count_within counts strictly inside radius * (1 - 1e-9); a slightly larger radius turns that into
-    # "inside or on the sphere" whatever the rounding of the distances.
-    inflate = 1.0 if metric == "chebyshev" else 1.0 + 2e-9
+    inflate = 1.0 if metric == "chebyshev" else EUCLIDEAN_INFLATE
     if dev is None and d == 2 and n < SWEEP_KNN_MAX_N:
         eps = sweep_knn(joint, k, metric == "euclidean", _workers())[:, -1] * inflate
         return [count_within(np.hstack([blocks[p] for p in parts]), eps, metric) for parts in subsets]
@@ -247,7 +249,7 @@ def ksg_counts(blocks: list[np.ndarray], subsets: list[tuple[int, ...]], k: int,
         return [count_within(np.hstack([blocks[p] for p in parts]), eps, metric) for parts in subsets]
     if device is None and dev.type == "cpu":
         # The comparisons of _ksg_counts_brute (and its shrink of the radius), compiled.
-        shrink = (inflate * (1.0 - 1e-9)) ** (2 if metric == "euclidean" else 1)
+        shrink = (inflate * STRICT_SHRINK) ** (2 if metric == "euclidean" else 1)
         return ksg_counts_brute(blocks, subsets, k, metric == "euclidean", shrink, _workers())
     return _ksg_counts_brute(blocks, subsets, k, dev, metric, inflate)
 
@@ -274,7 +276,7 @@ def _ksg_counts_brute(blocks, subsets, k, dev, metric, inflate) -> list[np.ndarr
         eps = torch.topk(full, k, dim=1, largest=False).values[:, -1:]
         # The same relative shrink as count_within: the neighbour on the radius is excluded (max-norm),
         # or included with a margin (Euclidean; squared distances, hence the squared factors).
-        eps = eps * ((inflate * (1.0 - 1e-9)) ** (2 if euclidean else 1))
+        eps = eps * ((inflate * STRICT_SHRINK) ** (2 if euclidean else 1))
         for out, parts in zip(counts, subsets):
             sub = dist[parts[0]] if len(parts) == 1 else _combined([dist[p] for p in parts], euclidean)
             out[start:stop] = torch.count_nonzero(sub < eps, dim=1).cpu().numpy()  # 1.5x faster than .sum

@@ -3,9 +3,11 @@
 Three back ends give the same numbers (up to floating-point rounding of the
 distances):
 
-* trees (scipy ``cKDTree``, its queries in threads) for k-NN and counts at low
-  dimension on the CPU, a uniform grid for counts in up to 4 (Euclidean) or 7
-  (max-norm) dimensions (:func:`._kernels.grid_counts`) and binary search in 1-D;
+* trees at low dimension on the CPU: a compiled kd-tree for k-NN
+  (:func:`._kdtree.kdtree_knn`; in 2-D a grid or a sorted sweep,
+  :mod:`._grid_knn`), and for counts a uniform grid in up to 4 (Euclidean) or 7
+  (max-norm) dimensions (:func:`._kernels.grid_counts`), scipy's ``cKDTree``
+  above and binary search in 1-D;
 * compiled brute force for KSG counts at higher joint dimension on the CPU
   (:func:`._kernels.ksg_counts_brute`): per row, one pass gives the joint
   k-NN radius and every marginal count, nothing stored;
@@ -29,6 +31,7 @@ import torch
 from scipy.spatial import cKDTree
 
 from ._grid_knn import GRID_KNN_MAX_DIM, GRID_KNN_MIN_N, SWEEP_KNN_MAX_N, grid_knn, sweep_knn
+from ._kdtree import kdtree_knn
 from ._kernels import GRID_MAX_DIM, GRID_MAX_DIM_MAX_NORM, grid_counts, ksg_counts_brute
 
 #: Above this dimension max-norm trees visit almost every leaf and brute force is faster
@@ -44,11 +47,13 @@ KSG_TREE_MAX_DIM = 8
 #: 10.1 / 30.4 s).
 KSG_TREE_MAX_DIM_LARGE_N = 12
 KSG_LARGE_N = 50_000
-#: Small samples take the compiled brute force from a joint dimension of 4 on, up to n = this times (D - 1):
-#: per-call costs of the tree and grid outweigh n^2 there (1 thread, correlated Gaussians, BI-KSG counts,
-#: trees and grid / brute force: D = 4: n = 1e3 10 / 8 ms, 2e3 15 / 10 ms, 5e3 26 / 101 ms; D = 6: 1e3
-#: 10 / 4 ms, 2e3 18 / 15 ms, 5e3 52 / 79 ms; D = 8: 1e3 20 / 4 ms, 5e3 222 / 130 ms, 1e4 588 / 580 ms).
-KSG_BRUTE_N_PER_DIM = 500
+#: Small samples take the compiled brute force at a joint dimension D of 4 to 8, up to this many points: the
+#: measured crossover with the compiled kd-tree and the grid counts (1 thread, correlated Gaussians split
+#: evenly, BI-KSG counts, tree and grid / brute force: D = 4: n = 500 2.0 / 1.1 ms, 1e3 4.0 / 4.3 ms; D = 5:
+#: 1e3 2.5 / 2.0 ms, 1.5e3 3.6 / 3.8 ms; D = 6: 2e3 17 / 12 ms, 3e3 28 / 26 ms, 5e3 47 / 59 ms; D = 7: 3e3
+#: 20 / 20 ms, 5e3 42 / 64 ms; D = 8: 7e3 185 / 126 ms, 1e4 325 / 246 ms, 1.2e4 323 / 379 ms; the max-norm
+#: alike). Brute force handles four dimensions of a variable per pass, hence the jump at D = 8 (4 vs 4).
+KSG_BRUTE_MAX_N = {4: 1_000, 5: 1_300, 6: 3_000, 7: 3_000, 8: 10_000}
 #: On the automatic path the GPU only pays off for large inputs.
 GPU_MIN_SAMPLES = 20_000
 #: Euclidean k-NN by matrix products beats the tree from a lower dimension
@@ -148,15 +153,7 @@ def knn_distances(x: np.ndarray, k: int, metric: str = "euclidean", device: str 
     n, d = x.shape
     dev = _torch_device(n, d, device, EUCLIDEAN_TREE_MAX_DIM if metric == "euclidean" else TREE_MAX_DIM)
     if dev is None:
-        tree = cKDTree(x)
-        # Querying in the tree's own point order keeps consecutive queries in the same
-        # leaves (cache-friendly): 35 % faster at n = 1e5 than the caller's order.
-        order = tree.indices
-        dist = np.empty((n, k + 1))
-        dist[order] = tree.query(x[order], k=k + 1, p=_P[metric], workers=_workers())[0]
-        # The point itself (distance 0) comes first; with duplicates another 0 may
-        # come first instead, which is the same number.
-        return dist[:, 1:]
+        return kdtree_knn(x, k, metric == "euclidean", _workers())
     if metric == "euclidean":
         return np.sqrt(np.maximum(_euclidean_knn_brute(x, k, dev), 0.0))
     out = np.empty((n, k))
@@ -223,7 +220,7 @@ def ksg_counts(blocks: list[np.ndarray], subsets: list[tuple[int, ...]], k: int,
     Up to a joint dimension of ``KSG_TREE_MAX_DIM`` on the CPU (``KSG_TREE_MAX_DIM_LARGE_N``
     from ``KSG_LARGE_N`` samples on): a tree (in 2-D from ``GRID_KNN_MIN_N`` points on, a
     grid, below ``SWEEP_KNN_MAX_N`` a sorted sweep) for the joint k-NN, then :func:`count_within` per subset. Above it, for small
-    samples (``KSG_BRUTE_N_PER_DIM``), or with
+    samples (``KSG_BRUTE_MAX_N``), or with
     ``device=``) brute force, where one pass serves all: the joint max-norm
     distance is the maximum of the per-block distances (the joint squared
     Euclidean distance their sum), so each block's distances are computed once
@@ -235,7 +232,7 @@ def ksg_counts(blocks: list[np.ndarray], subsets: list[tuple[int, ...]], k: int,
     joint = np.hstack(blocks)
     n, d = joint.shape
     dev = _torch_device(n, d, device, KSG_TREE_MAX_DIM_LARGE_N if n >= KSG_LARGE_N else KSG_TREE_MAX_DIM)
-    if dev is None and d >= 4 and n <= KSG_BRUTE_N_PER_DIM * (d - 1):
+    if dev is None and n <= KSG_BRUTE_MAX_N.get(d, 0):
         dev = torch.device("cpu")  # the compiled brute force below
     inflate = 1.0 if metric == "chebyshev" else EUCLIDEAN_INFLATE
     if dev is None and d == 2 and n < SWEEP_KNN_MAX_N:

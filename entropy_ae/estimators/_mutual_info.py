@@ -25,7 +25,7 @@ from ._validation import (
     one_warning,
     radial_gaussianise,
     warn,
-    whiten,
+    whiten_centred,
 )
 
 MI_METHODS = ("ksg", "kde", "binned")
@@ -243,14 +243,15 @@ def _prepare(blocks: list[np.ndarray], names: list[str], whitened: bool = True) 
             continue
         if block.shape[1]:
             block = copula_normal(dequantise(block, name))
-            # One non-constant column always has rank 1; more need the eigenvalues.
-            rank = 1 if block.shape[1] == 1 else int(covariance_eigh(block)[3].sum())
+            centred = block - block.mean(axis=0)
+            decomposition = covariance_eigh(centred)  # for the rank here and for the whitening
+            rank = int(decomposition[3].sum())
             if rank < block.shape[1]:
                 warn(f"{name}: its {block.shape[1]} columns are linearly dependent after the rank transform (n <= d, "
                      f"or a column is a copy or monotone function of another); estimating on the {rank}-dimensional "
                      f"subspace they span, which carries the same information.")
             if whitened or rank < block.shape[1]:
-                block = whiten(block, subspace=True)[0]
+                block = whiten_centred(centred, decomposition, subspace=True)[0]
         out.append(block)
     return out
 

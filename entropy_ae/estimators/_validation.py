@@ -188,7 +188,12 @@ def whiten(x: np.ndarray, subspace: bool = False) -> tuple[np.ndarray, float]:
     (fewer columns; an invertible map of the sample, so it keeps MI).
     """
     xc = x - x.mean(axis=0)
-    scale, eigval, eigvec, keep = covariance_eigh(xc)
+    return whiten_centred(xc, covariance_eigh(xc), subspace)
+
+
+def whiten_centred(xc: np.ndarray, decomposition, subspace: bool = False) -> tuple[np.ndarray, float]:
+    """:func:`whiten` of already centred data ``xc``, given its :func:`covariance_eigh`."""
+    scale, eigval, eigvec, keep = decomposition
     if not keep.all():
         if not subspace:
             raise np.linalg.LinAlgError("singular covariance")
@@ -230,14 +235,14 @@ def copula_normal(x: np.ndarray) -> np.ndarray:
     makes the MI estimators exactly invariant to them and tames heavy tails.
     """
     n = len(x)
-    order = np.argsort(x, axis=0)
-    ordered = np.take_along_axis(x, order, axis=0)
-    if (np.diff(ordered, axis=0) == 0).any():
+    columns = np.ascontiguousarray(x.T)  # one contiguous row per column: faster sorts
+    order = np.argsort(columns, axis=1)
+    if (np.diff(np.take_along_axis(columns, order, axis=1), axis=1) == 0).any():
         return ndtri(rankdata(x, axis=0) / (n + 1.0))
     # No ties: the ranks are the inverse permutation, and the scores one fixed vector in that order.
-    out = np.empty_like(x, dtype=np.float64)
-    np.put_along_axis(out, order, _normal_scores(n)[:, None], axis=0)
-    return out
+    out = np.empty(columns.shape)
+    np.put_along_axis(out, order, _normal_scores(n)[None, :], axis=1)
+    return np.ascontiguousarray(out.T)  # row-major, as callers' sums over rows assume
 
 
 @functools.lru_cache(maxsize=8)

@@ -27,8 +27,8 @@ so a busy machine inflates our ratio.
 ``npeet_plus.mi`` on the grid d = 1, 4, 16, 64 per variable by N = 1e3 ... 1e5
 (``SPEED_GRID``; Gaussian pairs with I = 1 nat), at each thread count of
 ``--threads``, interleaved: for every repeat npeet, then ours at each thread
-count, on the same data. The per-shape cache of the radial scores is cleared
-before every timed call, so each is a cold call. The ratio is npeet's median
+count, on the same data. The per-shape caches (normal, radial and 1 vs 1 scores) are
+cleared before every timed call, so each is a cold call. The ratio is npeet's median
 time over ours (above 1: ours faster).
 
 ``--gpu`` times the torch (brute-force) path on CUDA at N = 1e6 instead (entropy
@@ -159,11 +159,12 @@ SPEED_REPEATS = ((0.5, 5), (5.0, 3), (math.inf, 1))
 
 def _cold(fn):
     """fn with the per-shape caches of entropy_ae.estimators cleared first (a cold call)."""
-    from entropy_ae.estimators import _validation
+    from entropy_ae.estimators import _one_vs_one, _validation
 
     def call():
         _validation._chi_scores.cache_clear()
         _validation._normal_scores.cache_clear()
+        _one_vs_one._form.cache_clear()
         return fn()
     return call
 

@@ -17,7 +17,7 @@ import numpy as np
 from numba import njit
 from scipy.spatial import cKDTree
 
-from ._kernels import _in_threads
+from ._kernels import _in_threads, keep_smallest
 
 #: Up to this dimension and from this many points on, :func:`grid_knn` replaces scipy's tree for the joint
 #: k-NN of KSG. Measured, 1 thread, k = 3, correlated 2-D normal scores, Euclidean, grid / tree: n = 1e3
@@ -70,12 +70,7 @@ def _sweep_kernel(points, k, euclidean, out, start, stop):
                     break
                 u = points[q, 1] - points[p, 1]
                 dist = gap + u * u if euclidean else max(gap, abs(u))
-                if dist < best[k - 1]:
-                    r = k - 1
-                    while r > 0 and best[r - 1] > dist:
-                        best[r] = best[r - 1]
-                        r -= 1
-                    best[r] = dist
+                keep_smallest(best, dist)
                 q += step
         out[p, :] = best
 
@@ -170,12 +165,7 @@ def _knn_kernel(points, cells, starts, shape, strides, origin, side, margin, k, 
                                 dist += t * t
                             else:
                                 dist = max(dist, abs(t))
-                        if dist < best[k - 1]:
-                            q = k - 1
-                            while q > 0 and best[q - 1] > dist:
-                                best[q] = best[q - 1]
-                                q -= 1
-                            best[q] = dist
+                        keep_smallest(best, dist)
                 axis = last - 1  # next run (odometer over the leading axes)
                 while axis >= 0:
                     cur[axis] += 1

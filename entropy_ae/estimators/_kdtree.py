@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ._kernels import _in_threads
+from ._kernels import _in_threads, keep_smallest
 
 #: Points per leaf. Measured, 1 thread, k = 3, Gaussian points, this tree / scipy's cKDTree queried in tree
 #: order, Euclidean (max-norm): d = 3, n = 1e5 0.11 / 0.19 s (0.12 / 0.25); d = 4, n = 1e4 15 / 23 ms (11 / 25);
@@ -162,10 +162,5 @@ def _query_kernel(points, start, stop, left, lo, hi, k, euclidean, out, first, l
                 else:
                     for axis in range(d):
                         dist = max(dist, abs(points[j, axis] - points[i, axis]))
-                if dist < best[k - 1]:
-                    r = k - 1
-                    while r > 0 and best[r - 1] > dist:
-                        best[r] = best[r - 1]
-                        r -= 1
-                    best[r] = dist
+                keep_smallest(best, dist)
         out[i, :] = best

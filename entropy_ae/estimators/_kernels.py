@@ -86,6 +86,17 @@ def _pool(workers: int, pid: int) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(workers, thread_name_prefix="entropy-ae")
 
 
+@njit(nogil=True, cache=True, inline="always")
+def keep_smallest(best, value):
+    """Insert ``value`` into the ascending array ``best`` (the smallest distances so far) if it belongs there."""
+    if value < best[-1]:
+        r = len(best) - 1
+        while r > 0 and best[r - 1] > value:
+            best[r] = best[r - 1]
+            r -= 1
+        best[r] = value
+
+
 # --- counts within a radius, low dimension ------------------------------------------------------------
 
 
@@ -274,13 +285,7 @@ def _ksg_kernel(rows, edges, members, k, euclidean, shrink, out, start, stop):
         _combine(combined, dist, every_block, euclidean)
         best[:] = np.inf
         for j in range(n):  # the k smallest joint distances, by insertion
-            s = combined[j]
-            if s < best[k - 1]:
-                q = k - 1
-                while q > 0 and best[q - 1] > s:
-                    best[q] = best[q - 1]
-                    q -= 1
-                best[q] = s
+            keep_smallest(best, combined[j])
         radius = best[k - 1] * shrink
         for s in range(members.shape[0]):
             if members[s].sum() == 1:  # one block: count on its distances, no copy

@@ -41,11 +41,12 @@ def tie_free_order(column: np.ndarray) -> np.ndarray | None:
 @functools.lru_cache(maxsize=24)
 def _form(n: int, form: str) -> np.ndarray | None:
     """The prepared column in rank order, read-only; None if the shaped form is not strictly increasing."""
-    vector = _normal_scores(n)
-    if form != "scores":
-        vector = whiten(vector[:, None], subspace=True)[0][:, 0]
-    if form == "shaped":
-        vector = radial_gaussianise(vector[:, None])[:, 0]
+    if form == "scores":
+        vector = _normal_scores(n)
+    elif form == "whitened":
+        vector = whiten(_normal_scores(n)[:, None], subspace=True)[0][:, 0]
+    else:
+        vector = radial_gaussianise(_form(n, "whitened")[:, None])[:, 0]
         if not (np.diff(vector) > 0).all():
             return None  # never seen; the callers then take the general path
     vector.flags.writeable = False

@@ -210,10 +210,13 @@ def warm_up() -> float:
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for d in (2, 5, 8):  # grid counts (joint 4-D), compiled Euclidean (10-D) and max-norm (16-D) brute force
-            x, y = gaussian_pair(300, d, 1.0, 0)
+        # 1 vs 1 (sweep, then grid k-NN), kd-tree and grid counts (joint 4-D, 6-D), compiled brute force
+        # (4-D, 10-D Euclidean, 16-D max-norm), and the entropy's kd-tree.
+        for d, n in ((1, 300), (1, 6000), (2, 2000), (3, 4000), (2, 300), (5, 300), (8, 300)):
+            x, y = gaussian_pair(n, d, 1.0, 0)
             mutual_information(x, y)
             mutual_information(x, y, correction=None, norm="max")
+        entropy(gaussian_pair(2000, 4, 1.0, 0)[0])
     return time.perf_counter() - start
 
 

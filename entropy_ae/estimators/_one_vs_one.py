@@ -38,7 +38,7 @@ def tie_free_order(column: np.ndarray) -> np.ndarray | None:
     return order
 
 
-@functools.lru_cache(maxsize=24)
+@functools.lru_cache(maxsize=6)  # three forms of two sample sizes: 48 MB at n = 1e6
 def _form(n: int, form: str) -> np.ndarray | None:
     """The prepared column in rank order, read-only; None if the shaped form is not strictly increasing."""
     if form == "scores":

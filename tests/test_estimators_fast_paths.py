@@ -234,3 +234,19 @@ def test_cached_normal_scores_and_one_column_covariance_equal_the_direct_computa
         np.testing.assert_array_equal(eigval, general[0])
         np.testing.assert_array_equal(np.abs(eigvec), np.abs(general[1]))
         assert keep.all()
+
+
+@pytest.mark.parametrize("euclidean", [True, False])
+@pytest.mark.parametrize("dims", [(4, 4), (3, 5), (1, 7), (16, 16)])
+def test_fused_mi_kernel_equals_the_general_brute_force_kernel(euclidean, dims):
+    from entropy_ae.estimators import _kernels
+
+    rng = np.random.default_rng(sum(dims))
+    joint = rng.standard_normal((700, sum(dims)))
+    rows = np.ascontiguousarray(joint.T)
+    edges = np.array([0, dims[0], sum(dims)], dtype=np.int64)
+    members = np.array([[True, False], [False, True]])
+    fused, general = np.empty((2, 700), dtype=np.int64), np.empty((2, 700), dtype=np.int64)
+    _kernels._mi_kernel(rows, edges, 3, euclidean, 1 - 1e-9, fused, 0, 700)
+    _kernels._ksg_kernel(rows, edges, members, 3, euclidean, 1 - 1e-9, general, 0, 700)
+    np.testing.assert_array_equal(fused, general)

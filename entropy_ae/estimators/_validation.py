@@ -242,7 +242,7 @@ def copula_normal(x: np.ndarray) -> np.ndarray:
     # No ties: the ranks are the inverse permutation, and the scores one fixed vector in that order.
     out = np.empty(columns.shape)
     np.put_along_axis(out, order, _normal_scores(n)[None, :], axis=1)
-    return np.ascontiguousarray(out.T)  # row-major, as callers' sums over rows assume
+    return np.ascontiguousarray(out.T)  # row-major like the input: later reductions round as they did
 
 
 @functools.lru_cache(maxsize=8)

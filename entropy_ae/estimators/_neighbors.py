@@ -47,12 +47,13 @@ KSG_TREE_MAX_DIM = 8
 #: 10.1 / 30.4 s).
 KSG_TREE_MAX_DIM_LARGE_N = 12
 KSG_LARGE_N = 50_000
-#: Small samples take the compiled brute force at a joint dimension D of 4 to 8, up to this many points: the
-#: measured crossover with the compiled kd-tree and the grid counts (1 thread, correlated Gaussians split
-#: evenly, BI-KSG counts, tree and grid / brute force: D = 4: n = 500 2.0 / 1.1 ms, 1e3 4.0 / 4.3 ms; D = 5:
-#: 1e3 2.5 / 2.0 ms, 1.5e3 3.6 / 3.8 ms; D = 6: 2e3 17 / 12 ms, 3e3 28 / 26 ms, 5e3 47 / 59 ms; D = 7: 3e3
-#: 20 / 20 ms, 5e3 42 / 64 ms; D = 8: 7e3 185 / 126 ms, 1e4 325 / 246 ms, 1.2e4 323 / 379 ms; the max-norm
-#: alike). Brute force handles four dimensions of a variable per pass, hence the jump at D = 8 (4 vs 4).
+#: Small samples take the compiled brute force at a joint dimension D of 4 to 8, up to this many points:
+#: the measured crossover with the compiled kd-tree and the grid counts (``benchmarks/neighbors.py
+#: crossover``; 1 thread, correlated Gaussians split evenly, BI-KSG counts, tree and grid / brute force:
+#: D = 4: n = 500 2.0 / 1.1 ms, 1e3 4.0 / 4.3 ms; D = 5: 1e3 2.5 / 2.0 ms, 1.5e3 3.6 / 3.8 ms; D = 6: 2e3
+#: 17 / 12 ms, 3e3 28 / 26 ms, 5e3 47 / 59 ms; D = 7: 3e3 20 / 20 ms, 5e3 42 / 64 ms; D = 8: 7e3
+#: 185 / 126 ms, 1e4 325 / 246 ms, 1.2e4 323 / 379 ms; the max-norm alike). Brute force handles four
+#: dimensions of a variable per pass, hence the jump at D = 8 (4 vs 4).
 KSG_BRUTE_MAX_N = {4: 1_000, 5: 1_300, 6: 3_000, 7: 3_000, 8: 10_000}
 #: On the automatic path the GPU only pays off for large inputs.
 GPU_MIN_SAMPLES = 20_000

@@ -1,0 +1,121 @@
+"""Timings behind the neighbour-search choices of entropy_ae.estimators, each a ratio within one run.
+
+* ``kdtree``: the compiled kd-tree (``_kdtree.kdtree_knn``) against scipy's ``cKDTree``
+  queried in tree order, k = 3, Gaussian points, Euclidean and max-norm.
+* ``crossover``: KSG counts (BI-KSG, evenly split correlated Gaussians) by tree and grid
+  against the compiled brute force, per joint dimension D and n: what ``KSG_BRUTE_MAX_N`` is
+  set from.
+* ``fused``: the fused MI brute-force kernel (``_kernels._mi_kernel``) against the general one.
+
+Usage (from the repository root; 1 thread, nothing else running)::
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/neighbors.py [kdtree] [crossover] [fused]
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+import torch
+from scipy.spatial import cKDTree
+
+from entropy_ae.estimators import _kernels
+from entropy_ae.estimators import _neighbors as neighbors
+from entropy_ae.estimators._kdtree import kdtree_knn
+from entropy_ae.estimators._mutual_info import _prepare, _shape_for
+
+
+def median_time(call, repeats: int = 5) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def scipy_knn(x, k, p):
+    tree = cKDTree(x)
+    out = np.empty((len(x), k + 1))
+    out[tree.indices] = tree.query(x[tree.indices], k=k + 1, p=p, workers=1)[0]
+    return out[:, 1:]
+
+
+def kdtree() -> None:
+    print("| d | n | metric | ours s | scipy s | scipy / ours |\n|---|---|---|---|---|---|")
+    rng = np.random.default_rng(0)
+    for d, sizes in ((3, (1000, 10000, 100000)), (4, (1000, 10000, 100000)), (8, (1000, 10000, 100000)),
+                     (12, (1000, 10000)), (20, (1000, 10000))):
+        for n in sizes:
+            x = rng.standard_normal((n, d))
+            for euclidean in (True, False):
+                kdtree_knn(x[:64], 3, euclidean, 1)  # compiled before timing
+                repeats = 3 if n * d <= 1e5 else 1
+                ours = median_time(lambda: kdtree_knn(x, 3, euclidean, 1), repeats)
+                theirs = median_time(lambda: scipy_knn(x, 3, 2.0 if euclidean else np.inf), repeats)
+                print(f"| {d} | {n:.0e} | {'euclidean' if euclidean else 'max'} | {ours:.4f} | {theirs:.4f} "
+                      f"| {theirs / ours:.2f} |", flush=True)
+
+
+def crossover() -> None:
+    print("| D | n | metric | tree and grid s | brute force s |\n|---|---|---|---|---|")
+    rng = np.random.default_rng(0)
+    for dim, sizes in ((4, (500, 1000, 2000)), (5, (1000, 1500, 2000)), (6, (2000, 3000, 5000)),
+                       (7, (3000, 5000)), (8, (7000, 10000, 12000))):
+        for n in sizes:
+            x = rng.standard_normal((n, dim // 2))
+            y = rng.standard_normal((n, dim - dim // 2))
+            y[:, : dim // 2] = 0.6 * x + 0.8 * y[:, : dim // 2]  # correlated pairs
+            for metric in ("euclidean", "chebyshev"):
+                blocks = _prepare([x, y], ["x", "y"])
+                if metric == "euclidean":
+                    blocks = _shape_for("euclidean", blocks)
+                saved = neighbors.KSG_BRUTE_MAX_N, neighbors.KSG_TREE_MAX_DIM
+                try:
+                    neighbors.KSG_BRUTE_MAX_N, neighbors.KSG_TREE_MAX_DIM = {}, 99
+                    tree = median_time(lambda: neighbors.ksg_counts(blocks, [(0,), (1,)], 3, None, metric))
+                    neighbors.KSG_BRUTE_MAX_N, neighbors.KSG_TREE_MAX_DIM = {dim: 10**9}, 0
+                    brute = median_time(lambda: neighbors.ksg_counts(blocks, [(0,), (1,)], 3, None, metric))
+                finally:
+                    neighbors.KSG_BRUTE_MAX_N, neighbors.KSG_TREE_MAX_DIM = saved
+                print(f"| {dim} | {n:.1e} | {metric} | {tree:.4f} | {brute:.4f} |", flush=True)
+
+
+def fused() -> None:
+    print("| d per variable | n | metric | fused s | general s | general / fused |\n|---|---|---|---|---|---|")
+    rng = np.random.default_rng(0)
+    members = np.array([[True, False], [False, True]])
+    for d, n in ((4, 1000), (4, 3000), (4, 10000), (16, 1000), (64, 1000)):
+        rows = np.ascontiguousarray(rng.standard_normal((n, 2 * d)).T)
+        edges = np.array([0, d, 2 * d], dtype=np.int64)
+        for euclidean in (True, False):
+            a, b = np.empty((2, n), dtype=np.int64), np.empty((2, n), dtype=np.int64)
+            _kernels._mi_kernel(rows, edges, 3, euclidean, 1 - 1e-9, a, 0, 4)  # compiled before timing
+            _kernels._ksg_kernel(rows, edges, members, 3, euclidean, 1 - 1e-9, b, 0, 4)
+            repeats = 3 if n <= 3000 else 1
+            one = median_time(lambda: _kernels._mi_kernel(rows, edges, 3, euclidean, 1 - 1e-9, a, 0, n), repeats)
+            two = median_time(lambda: _kernels._ksg_kernel(rows, edges, members, 3, euclidean, 1 - 1e-9, b, 0, n),
+                              repeats)
+            assert (a == b).all(), "the fused kernel must give the general kernel's counts"
+            print(f"| {d} | {n:.0e} | {'euclidean' if euclidean else 'max'} | {one:.4f} | {two:.4f} "
+                  f"| {two / one:.2f} |", flush=True)
+
+
+PARTS = {"kdtree": kdtree, "crossover": crossover, "fused": fused}
+
+
+def main() -> None:
+    torch.set_num_threads(1)
+    chosen = sys.argv[1:] or list(PARTS)
+    unknown = [name for name in chosen if name not in PARTS]
+    if unknown:
+        sys.exit(f"unknown part(s) {unknown}; choose from {list(PARTS)}")
+    for name in chosen:
+        print(f"## {name}", flush=True)
+        PARTS[name]()
+
+
+if __name__ == "__main__":
+    main()

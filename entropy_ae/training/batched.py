@@ -39,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -263,8 +264,14 @@ def _trained_per_core(data, configs, group, cpu_workers, progress):
     """
     previous = torch.get_num_threads()
     workers = min(previous if cpu_workers is None else cpu_workers, len(group))
+    # A model starts only while fewer than 2 x workers are trained but not yet handed back, so when the
+    # caller stops (a save failed) at most that many were started, however slow the caller was.
+    gate, stopped = threading.Semaphore(2 * workers), threading.Event()
 
     def work(i):
+        gate.acquire()
+        if stopped.is_set():
+            return None  # the caller stopped while this model waited: it is never trained
         # Intra-op threads would compete with the other workers for the cores.
         torch.set_num_threads(1)
         start = time.perf_counter()
@@ -282,10 +289,13 @@ def _trained_per_core(data, configs, group, cpu_workers, progress):
         with ThreadPoolExecutor(workers, thread_name_prefix="entropy-ae-train") as pool:
             futures = {pool.submit(work, i): i for i in group}
             try:
-                yield from _finished(futures, configs, failures, workers, bar)
+                yield from _finished(futures, configs, failures, workers, bar, gate)
             except GeneratorExit:  # the caller stopped (e.g. a save failed): start no further model
+                stopped.set()
                 for future in futures:
                     future.cancel()
+                for _ in group:
+                    gate.release()  # wake the models waiting at the gate, which then return at once
                 raise
     finally:
         torch.set_num_threads(previous)
@@ -300,8 +310,9 @@ def _trained_per_core(data, configs, group, cpu_workers, progress):
         raise err
 
 
-def _finished(futures, configs, failures, workers, bar):
-    """Yield each finished model of :func:`_trained_per_core`; failures are collected, not raised."""
+def _finished(futures, configs, failures, workers, bar, gate):
+    """Yield each finished model of :func:`_trained_per_core`; failures are collected, not raised. Each
+    model handed back (or failed) lets one more start at ``gate``."""
     for future in as_completed(futures):
         i = futures[future]
         if bar is not None:
@@ -310,8 +321,10 @@ def _finished(futures, configs, failures, workers, bar):
             result, seconds = future.result()
         except Exception as err:  # noqa: BLE001 -- re-raised by the caller, after the others are saved
             failures.append((configs[i], err))
+            gate.release()
             continue
         yield [i], [result], seconds / workers
+        gate.release()
 
 
 def _trained_groups(data, configs, max_models_per_group, progress, options):

@@ -34,7 +34,8 @@ time over ours (above 1: ours faster).
 ``--gpu`` times the torch (brute-force) path on CUDA at N = 1e6 instead (entropy
 d = 4 and 16; MI 4 vs 4 and 16 vs 16, classic and default), with the bias,
 and checks on 19,999 points (below the automatic GPU threshold, so ``device=None``
-takes the CPU trees) that the CUDA path gives the CPU path's numbers. Where
+takes the CPU paths) that the CUDA path gives the CPU path's numbers, up to the float32
+rounding of the CPU's MI brute force (about one count in 10^4 differs by one). Where
 ``--gpu-cpu-times`` is given, the CPU path is also timed at the full N (minutes).
 """
 

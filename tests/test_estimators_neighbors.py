@@ -155,11 +155,12 @@ def test_threaded_kernels_cover_every_row_once_in_short_items(workers):
     assert max(b - a for a, b in spans) <= kernels._MAX_ROWS_PER_ITEM  # Ctrl-C is checked between items
 
 
-@pytest.mark.parametrize("n, joint_dim, want", [(12_000, 8, "trees"), (10_000, 8, "compiled"),
-                                                 (2_000, 10, "compiled"), (4_000, 6, "trees"),
-                                                 (60_000, 10, "trees"), (60_000, 14, "compiled"),
-                                                 (3_000, 8, "compiled"), (1_000, 4, "compiled"),
-                                                 (2_000, 4, "trees"), (1_000, 2, "sweep"), (10_000, 2, "grid")])
+@pytest.mark.parametrize("n, joint_dim, want", [(60_000, 8, "trees"), (50_000, 8, "compiled"),
+                                                 (2_000, 10, "compiled"), (13_000, 6, "trees"),
+                                                 (12_000, 6, "compiled"), (60_000, 10, "trees"),
+                                                 (60_000, 14, "compiled"), (3_000, 8, "compiled"),
+                                                 (5_000, 4, "compiled"), (6_000, 4, "trees"), (1_000, 2, "sweep"),
+                                                 (10_000, 2, "grid")])
 def test_ksg_counts_choose_trees_or_compiled_by_dimension_and_size(n, joint_dim, want, monkeypatch):
     """The compiled brute force grows as n^2: above 8 joint dimensions it is chosen only below KSG_LARGE_N,
     from 4 on for small n (KSG_BRUTE_MAX_N); the 2-D joint k-NN sweeps below SWEEP_KNN_MAX_N and takes the grid from there on."""
@@ -167,6 +168,7 @@ def test_ksg_counts_choose_trees_or_compiled_by_dimension_and_size(n, joint_dim,
     monkeypatch.setattr(neighbors, "grid_knn", lambda *a: used.append("grid") or np.ones((n, 3)))
     monkeypatch.setattr(neighbors, "sweep_knn", lambda *a: used.append("sweep") or np.ones((n, 3)))
     monkeypatch.setattr(neighbors, "ksg_counts_brute", lambda *a: used.append("compiled") or [np.zeros(n)] * 2)
+    monkeypatch.setattr(neighbors, "mi_counts_brute", lambda *a: used.append("compiled") or [np.zeros(n)] * 2)
     monkeypatch.setattr(neighbors, "knn_distances", lambda *a: used.append("trees") or np.ones((n, 3)))
     monkeypatch.setattr(neighbors, "count_within", lambda *a: np.zeros(n))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)

@@ -233,10 +233,7 @@ def ksg_counts_brute(blocks: list[np.ndarray], subsets: list[tuple[int, ...]], k
         members[s, list(parts)] = True
     n = rows.shape[1]
     out = np.empty((len(subsets), n), dtype=np.int64)
-    if [tuple(parts) for parts in subsets] == [(0,), (1,)] and len(blocks) == 2:  # MI: the fused kernel
-        _in_threads(_mi_kernel, n, workers, rows, edges, k, euclidean, shrink, out)
-    else:
-        _in_threads(_ksg_kernel, n, workers, rows, edges, members, k, euclidean, shrink, out)
+    _in_threads(_ksg_kernel, n, workers, rows, edges, members, k, euclidean, shrink, out)
     return list(out)
 
 
@@ -300,38 +297,6 @@ def _ksg_kernel(rows, edges, members, k, euclidean, shrink, out, start, stop):
             for j in range(n):
                 c += source[j] < radius
             out[s, i] = c
-
-
-@njit(nogil=True, cache=True)
-def _mi_kernel(rows, edges, k, euclidean, shrink, out, start, stop):
-    """:func:`_ksg_kernel` for two blocks counted one at a time (MI), with the joint distance, its k smallest
-    and both counts in two passes over each row instead of seven: the same comparisons, the same counts."""
-    n = rows.shape[1]
-    dx = np.empty(n)
-    dy = np.empty(n)
-    best = np.empty(k)
-    for i in range(start, stop):
-        dx[:] = 0.0
-        dy[:] = 0.0
-        _add_distances(dx, rows, edges[0], edges[1], i, euclidean)
-        _add_distances(dy, rows, edges[1], edges[2], i, euclidean)
-        dx[i] = np.inf  # a point is not its own neighbour
-        dy[i] = np.inf
-        best[:] = np.inf
-        if euclidean:
-            for j in range(n):
-                keep_smallest(best, dx[j] + dy[j])
-        else:
-            for j in range(n):
-                keep_smallest(best, max(dx[j], dy[j]))
-        radius = best[k - 1] * shrink
-        count_x = 0
-        count_y = 0
-        for j in range(n):
-            count_x += dx[j] < radius
-            count_y += dy[j] < radius
-        out[0, i] = count_x
-        out[1, i] = count_y
 
 
 @njit(nogil=True, cache=True)

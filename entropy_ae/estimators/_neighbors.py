@@ -33,6 +33,7 @@ from scipy.spatial import cKDTree
 from ._grid_knn import GRID_KNN_MAX_DIM, GRID_KNN_MIN_N, SWEEP_KNN_MAX_N, grid_knn, sweep_knn
 from ._kdtree import kdtree_knn
 from ._kernels import GRID_MAX_DIM, GRID_MAX_DIM_MAX_NORM, grid_counts, ksg_counts_brute
+from ._mi_brute import mi_counts_brute
 
 #: Above this dimension max-norm trees visit almost every leaf and brute force is faster
 #: (measured break-even near d = 24 at n = 2e4 on 2 CPU cores, torch).
@@ -49,12 +50,12 @@ KSG_TREE_MAX_DIM_LARGE_N = 12
 KSG_LARGE_N = 50_000
 #: Small samples take the compiled brute force at a joint dimension D of 4 to 8, up to this many points:
 #: the measured crossover with the compiled kd-tree and the grid counts (``benchmarks/neighbors.py
-#: crossover``; 1 thread, correlated Gaussians split evenly, BI-KSG counts, tree and grid / brute force:
-#: D = 4: n = 500 2.0 / 1.1 ms, 1e3 4.0 / 4.3 ms; D = 5: 1e3 2.5 / 2.0 ms, 1.5e3 3.6 / 3.8 ms; D = 6: 2e3
-#: 17 / 12 ms, 3e3 28 / 26 ms, 5e3 47 / 59 ms; D = 7: 3e3 20 / 20 ms, 5e3 42 / 64 ms; D = 8: 7e3
-#: 185 / 126 ms, 1e4 325 / 246 ms, 1.2e4 323 / 379 ms; the max-norm alike). Brute force handles four
-#: dimensions of a variable per pass, hence the jump at D = 8 (4 vs 4).
-KSG_BRUTE_MAX_N = {4: 1_000, 5: 1_300, 6: 3_000, 7: 3_000, 8: 10_000}
+#: crossover``; 1 thread, correlated Gaussians split evenly, BI-KSG counts, tree and grid / brute force,
+#: Euclidean (max-norm): D = 4: n = 3e3 11 / 7 ms (10 / 9), 1e4 48 / 57 ms (39 / 72); D = 5: 1e4 77 / 72 ms
+#: (66 / 88); D = 6: 1e4 118 / 85 ms (99 / 98), 3e4 0.50 / 0.75 s (0.40 / 0.76); D = 7: 3e4 1.01 / 0.68 s
+#: (0.71 / 0.70); D = 8: 3e4 1.40 / 0.62 s (0.90 / 0.63), 1e5 7.3 / 7.0 s (3.9 / 6.1)). The MI brute
+#: force (``_mi_brute``) handles four dimensions of a variable per pass, so its cost barely grows up to D = 8.
+KSG_BRUTE_MAX_N = {4: 5_000, 5: 8_000, 6: 12_000, 7: 30_000, 8: 50_000}
 #: On the automatic path the GPU only pays off for large inputs.
 GPU_MIN_SAMPLES = 20_000
 #: Euclidean k-NN by matrix products beats the tree from a lower dimension
@@ -245,6 +246,8 @@ def ksg_counts(blocks: list[np.ndarray], subsets: list[tuple[int, ...]], k: int,
     if dev is None:
         eps = knn_distances(joint, k, metric)[:, -1] * inflate
         return [count_within(np.hstack([blocks[p] for p in parts]), eps, metric) for parts in subsets]
+    if device is None and dev.type == "cpu" and len(blocks) == 2 and [tuple(p) for p in subsets] == [(0,), (1,)]:
+        return list(mi_counts_brute(blocks[0], blocks[1], k, metric == "euclidean", _workers()))  # MI, float32
     if device is None and dev.type == "cpu":
         # The comparisons of _ksg_counts_brute (and its shrink of the radius), compiled.
         shrink = (inflate * STRICT_SHRINK) ** (2 if metric == "euclidean" else 1)

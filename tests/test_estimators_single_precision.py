@@ -88,7 +88,7 @@ def test_sizes_around_the_padding_and_threads(n):
 @pytest.mark.parametrize("k", [1, 3, 7])
 def test_kth_smallest_joint_distance(k):
     rng = np.random.default_rng(k)
-    for width in (16, 32, 160, 1024):
+    for width in (_mi_brute._PAD, 2 * _mi_brute._PAD, 10 * _mi_brute._PAD, 1024):  # multiples of the padding
         dx = rng.random(width).astype(np.float32)
         dy = np.round(rng.random(width), 1).astype(np.float32)  # ties in the joint distance
         dx[rng.integers(0, width, 3)] = np.inf

@@ -37,6 +37,8 @@ _PAD = 2**_HALVINGS
 # Vectorisable arithmetic: no NaN or inf reaches the distance loops (inputs are validated as finite), the
 # sign of a zero difference does not matter, and a * b + c may be fused.
 _FASTMATH = {"nnan", "ninf", "nsz", "contract"}
+# ... and for the loops over joint distances, which meet +inf (the point itself, the padding): no NaN only.
+_FASTMATH_INF = {"nnan", "nsz"}
 
 
 def mi_counts_brute(x: np.ndarray, y: np.ndarray, k: int, euclidean: bool, workers: int) -> tuple[np.ndarray, np.ndarray]:
@@ -129,12 +131,12 @@ def _one(o0, o1, r0, i0, i1, n, euclidean, fresh):
             o1[j] = u0 if fresh else max(o1[j], u0)
 
 
-@njit(nogil=True, cache=True, fastmath=_FASTMATH, inline="always")
+@njit(nogil=True, cache=True, fastmath=_FASTMATH_INF, inline="always")
 def _joint(dx, dy, j, euclidean):
     return dx[j] + dy[j] if euclidean else max(dx[j], dy[j])
 
 
-@njit(nogil=True, cache=True, fastmath=_FASTMATH)
+@njit(nogil=True, cache=True, fastmath=_FASTMATH_INF)
 def _halve_joint(dx, dy, euclidean, target, half):
     """target[j] <- min of the joint distances at j and j + half."""
     if euclidean:
@@ -147,7 +149,7 @@ def _halve_joint(dx, dy, euclidean, target, half):
             target[j] = a if a < b else b
 
 
-@njit(nogil=True, cache=True, fastmath=_FASTMATH)
+@njit(nogil=True, cache=True, fastmath=_FASTMATH_INF)
 def _halve(source, half):
     for j in range(half):
         a, b = source[j], source[j + half]
@@ -180,7 +182,7 @@ def _kth_smallest(dx, dy, euclidean, minima, best):
     return best[-1]
 
 
-@njit(nogil=True, cache=True, fastmath=_FASTMATH)
+@njit(nogil=True, cache=True, fastmath=_FASTMATH_INF)
 def _counts(dx, dy, n, radius, euclidean):
     count_x = 0
     count_y = 0

@@ -71,10 +71,11 @@ def test_estimator_gpu_rows_agree_with_the_cpu_path(capsys):
             if line.startswith("| ") and "---" not in line and not line.startswith("| case")]
     assert len(rows) == 6  # entropy d=4, 16; MI 4v4, 16v16, each classic and default
     for case, d, n, variant, truth, bias, seconds, cpu_seconds, gap in rows:
-        # The torch path and the CPU paths see the same distances up to rounding. The CPU's MI brute force
-        # rounds them to float32, where about one count in 10^4 differs by one; each such count moves a
-        # KSG estimate by at most 1 nat / n. Entropies and classic KSG via trees agree to the last digits.
-        assert abs(float(gap)) < 5 / float(n), (case, d, variant)
+        # The torch path and the CPU paths see the same distances up to rounding: entropies agree to the last
+        # digits. The CPU's MI brute force rounds distances to float32, where about one count in 10^4
+        # differs by one; each such count moves a KSG estimate by at most 1 nat / n.
+        bound = 5 / float(n) if "MI" in case else 1e-9
+        assert abs(float(gap)) < bound, (case, d, variant)
         assert float(seconds) > 0
 
 

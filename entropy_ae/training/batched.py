@@ -290,7 +290,7 @@ def _trained_per_core(data, configs, group, cpu_workers, progress):
             futures = {pool.submit(work, i): i for i in group}
             try:
                 yield from _finished(futures, configs, failures, workers, bar, gate)
-            except GeneratorExit:  # the caller stopped (e.g. a save failed): start no further model
+            except BaseException:  # the caller stopped (e.g. a save failed), or an error: start no further model
                 stopped.set()
                 for future in futures:
                     future.cancel()

@@ -237,3 +237,19 @@ def test_cached_normal_scores_and_one_column_covariance_equal_the_direct_computa
         np.testing.assert_array_equal(eigval, general[0])
         np.testing.assert_array_equal(np.abs(eigvec), np.abs(general[1]))
         assert keep.all()
+
+
+def test_two_column_singularity_rule_and_correlation_equal_the_eigen_decomposition():
+    from entropy_ae.estimators._validation import covariance_eigh, pair_correlation, pair_singular
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal(400)
+    n, eps = len(x), np.finfo(float).eps
+    # Independent, dependent, exact copies and reflections, and just either side of the rounding threshold.
+    for y in (rng.standard_normal(n), 0.9 * x + 0.1 * rng.standard_normal(n), x, -3.0 * x + 2.0,
+              x + 1e-9 * rng.standard_normal(n), x + 1e-5 * rng.standard_normal(n)):
+        general = not covariance_eigh(np.column_stack([x, y]))[3].all()
+        assert pair_singular(x, y) == general
+        assert abs(pair_correlation(x, y) - np.corrcoef(x, y)[0, 1]) <= 8 * eps
+    assert pair_singular(x, x) and not pair_singular(x, x + 1e-5 * rng.standard_normal(n))
+    assert math.isnan(pair_correlation(x, np.ones(n))) and pair_singular(x, np.ones(n))

@@ -23,6 +23,8 @@ from ._validation import (
     label_codes,
     log_base,
     one_warning,
+    pair_correlation,
+    pair_singular,
     radial_gaussianise,
     warn,
     whiten_centred,
@@ -346,7 +348,10 @@ def _warn_joint_dimension(n: int, total_d: int, correction: str | None) -> None:
 
 
 def _singular(blocks, parts) -> bool:
-    return not covariance_eigh(np.hstack([blocks[p] for p in parts]))[3].all()
+    columns = np.hstack([blocks[p] for p in parts])
+    if columns.shape[1] == 2 and len(columns) > 2:
+        return pair_singular(columns[:, 0], columns[:, 1])  # the same rule, without an eigen-decomposition
+    return not covariance_eigh(columns)[3].all()
 
 
 def _degeneracy(blocks) -> str | None:
@@ -385,13 +390,12 @@ def _gaussian_reference(blocks, method, k, device, norm="max") -> float:
     Monte Carlo error and costs nothing.
     """
     sizes = [b.shape[1] for b in blocks]
-    joint = np.hstack(blocks)
-    cov = np.atleast_2d(np.cov(joint, rowvar=False))
     if method == "ksg" and norm == "euclidean" and sizes == [1, 1]:
-        tabulated = tabulated_correction(len(joint), k, cov[0, 1] / math.sqrt(cov[0, 0] * cov[1, 1]))
+        tabulated = tabulated_correction(len(blocks[0]), k, pair_correlation(blocks[0][:, 0], blocks[1][:, 0]))
         if tabulated is not None:
             return tabulated
-    root = np.linalg.cholesky(cov)
+    joint = np.hstack(blocks)
+    root = np.linalg.cholesky(np.atleast_2d(np.cov(joint, rowvar=False)))
     rng = np.random.default_rng(_data_seed(joint))
     return float(np.mean([_reference_term(root, sizes, len(joint), rng, method, k, device, norm)
                           for _ in range(REFERENCE_REPLICATES)]))

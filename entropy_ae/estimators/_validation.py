@@ -173,10 +173,30 @@ def covariance_eigh(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
     else:
         corr = np.atleast_2d(np.cov(x / safe, rowvar=False)) if n > 1 else np.zeros((d, d))
         eigval, eigvec = np.linalg.eigh(corr)
-    keep = eigval > max(n, d) * np.finfo(float).eps * max(eigval.max(), np.finfo(float).tiny)
+    keep = _nonzero(eigval, n, d)
     if n <= d:
         keep[: d - n + 1] = False  # the d - n + 1 smallest (eigh sorts ascending) are exactly 0 in exact arithmetic
     return safe, eigval, eigvec, keep
+
+
+def _nonzero(eigval: np.ndarray, n: int, d: int) -> np.ndarray:
+    """The eigenvalues of a correlation matrix of n rows, d columns that are not numerically zero
+    (the rule of :func:`covariance_eigh`)."""
+    return eigval > max(n, d) * np.finfo(float).eps * max(eigval.max(), np.finfo(float).tiny)
+
+
+def pair_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """The sample correlation of two 1-D columns (NaN if one is constant), without ``np.cov``'s overhead."""
+    ac, bc = a - a.mean(), b - b.mean()
+    denominator = math.sqrt(float(ac @ ac) * float(bc @ bc))
+    return float(ac @ bc) / denominator if denominator > 0 else math.nan
+
+
+def pair_singular(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two columns are linearly dependent by the rule of :func:`covariance_eigh`: their 2 x 2
+    correlation matrix has the eigenvalues 1 - |r| and 1 + |r|."""
+    r = abs(pair_correlation(a, b))
+    return not (r <= 1.0 and _nonzero(np.array([1.0 - r, 1.0 + r]), len(a), 2).all())
 
 
 def whiten(x: np.ndarray, subspace: bool = False) -> tuple[np.ndarray, float]:
@@ -271,13 +291,11 @@ def _average_ranks(values: np.ndarray, order: np.ndarray) -> np.ndarray:
 
 @functools.lru_cache(maxsize=8)
 def _chi_scores(n: int, d: int) -> np.ndarray:
-    """chi(d) quantiles of the (average) ranks 0.5, 1, ..., n over n + 1, entry 2 rank - 1.
+    """chi(d) quantiles of the ranks 1, ..., n over n + 1, entry rank - 1.
 
-    One vector per shape, shared by the data and the reference; average ranks of
-    ties are multiples of 1/2, so they are in it too, with the same rounding.
+    One vector per shape, shared by the data and the reference.
     """
-    ranks = 0.5 * np.arange(1, 2 * n + 1)
-    scores = chi_quantile(ranks / (n + 1.0), d)
+    scores = chi_quantile(np.arange(1, n + 1) / (n + 1.0), d)
     scores.flags.writeable = False
     return scores
 
@@ -302,7 +320,11 @@ def radial_gaussianise(x: np.ndarray) -> np.ndarray:
         # |N(0, 1)| quantiles, 25x faster than the incomplete-gamma inverse (equal to 1e-13).
         target = ndtri(0.5 + 0.5 * ranks / (n + 1.0))
     else:
-        target = _chi_scores(n, d)[(2.0 * ranks).astype(np.int64) - 1]
+        whole = ranks.astype(np.int64)
+        if (whole == ranks).all():
+            target = _chi_scores(n, d)[whole - 1]
+        else:  # tied radii share a half-integer rank: the same function, evaluated at those ranks
+            target = chi_quantile(ranks / (n + 1.0), d)
     # A point exactly at the centre has no direction; it stays there (the map is still invertible).
     scale = np.divide(target, radius, out=np.ones(n), where=radius > 0)
     return x * scale[:, None]

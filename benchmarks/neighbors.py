@@ -7,10 +7,13 @@
   set from.
 * ``single``: the single-precision MI brute force (``_mi_brute.mi_counts_brute``) against the
   double-precision general kernel (``_kernels.ksg_counts_brute``), with the share of counts that differ.
+* ``grid``: the grid counts (``_kernels.grid_counts``) within the joint k-NN radius of Gaussian
+  d vs d (k = 3, one marginal) per cell side: what ``_CELL_PER_RADIUS`` (Euclidean) and
+  ``_CELL_PER_RADIUS_MAX_NORM`` are set from.
 
 Usage (from the repository root; 1 thread, nothing else running)::
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/neighbors.py [kdtree] [crossover] [single]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/neighbors.py [kdtree] [crossover] [single] [grid]
 """
 
 from __future__ import annotations
@@ -109,7 +112,32 @@ def single() -> None:
                   f"| {two / one:.2f} | {differ:.1e} |", flush=True)
 
 
-PARTS = {"kdtree": kdtree, "crossover": crossover, "single": single}
+def grid() -> None:
+    sides = (0.5, 0.7, 0.8, 1.0, 1.2)
+    print("| d | n | metric | " + " | ".join(f"side {side} s" for side in sides) + " |\n|---|---|---|"
+          + "---|" * len(sides))
+    rng = np.random.default_rng(0)
+    saved = _kernels._CELL_PER_RADIUS, _kernels._CELL_PER_RADIUS_MAX_NORM
+    for d, n in ((3, 30000), (3, 100000), (4, 10000), (4, 30000), (4, 100000)):
+        x = rng.standard_normal((n, d))
+        y = 0.6 * x + 0.8 * rng.standard_normal((n, d))
+        blocks = _shape_for("euclidean", _prepare([x, y], ["x", "y"]))
+        for euclidean in (True, False):
+            radius = kdtree_knn(np.hstack(blocks), 3, euclidean, 1)[:, -1] * neighbors.STRICT_SHRINK
+            _kernels.grid_counts(blocks[0][:64], radius[:64], euclidean, 1)  # compiled before timing
+            times = []
+            try:
+                for side in sides:
+                    _kernels._CELL_PER_RADIUS = _kernels._CELL_PER_RADIUS_MAX_NORM = side
+                    times.append(median_time(lambda: _kernels.grid_counts(blocks[0], radius, euclidean, 1),
+                                             3 if n <= 30000 else 1))
+            finally:
+                _kernels._CELL_PER_RADIUS, _kernels._CELL_PER_RADIUS_MAX_NORM = saved
+            print(f"| {d} | {n:.0e} | {'euclidean' if euclidean else 'max'} | "
+                  + " | ".join(f"{t:.4f}" for t in times) + " |", flush=True)
+
+
+PARTS = {"kdtree": kdtree, "crossover": crossover, "single": single, "grid": grid}
 
 
 def main() -> None:

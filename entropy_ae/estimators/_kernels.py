@@ -39,9 +39,12 @@ GRID_MAX_DIM = 4
 #: 5 vs 3 0.94 / 2.60 s, 6 vs 2 0.98 / 2.42 s, 7 vs 1 1.24 / 3.61 s; n = 1e4 equal, 0.08-0.16 s). Below
 #: n = 5e4 KSG takes the tree path only up to a joint dimension of 8, so its max-norm counts are 7-D at most.
 GRID_MAX_DIM_MAX_NORM = 7
-#: Cell side as a fraction of the median radius (the same 4-D counts, max-norm / Euclidean: 0.3 -> 1.3 /
-#: 1.5 s, 0.4 -> 1.1 / 1.1 s, 0.5 -> 1.0 / 1.0 s, 0.6 -> 0.9 / 1.0 s, 0.8 -> 0.9 / 1.1 s; 2.0 -> 5.5 / 7.2 s) ...
-_CELL_PER_RADIUS = 0.5
+#: Cell side as a fraction of the median radius, Euclidean and max-norm: the fastest in
+#: ``benchmarks/neighbors.py grid`` (1 thread, counts within the joint k-NN radius of Gaussian 4 vs 4, one
+#: 4-D marginal, n = 1e5, Euclidean / max-norm: side 0.5 -> 1.25 / 1.00 s, 0.7 -> 1.04 / 0.57 s, 0.8 -> 1.11 /
+#: 0.50 s, 1.0 -> 1.26 / 0.43 s, 1.2 -> 1.52 / 0.45 s; the same order at n = 1e4 and 3e4, and in 3-D) ...
+_CELL_PER_RADIUS = 0.7
+_CELL_PER_RADIUS_MAX_NORM = 1.0
 #: ... but at most this many cells (an int64 offset each: 32 MiB), which coarsens cells in sparse data.
 _MAX_CELLS = 2**22
 #: Work items per thread: the cost per row varies (denser regions, larger balls), so more, smaller items
@@ -114,7 +117,8 @@ def grid_counts(x: np.ndarray, radius: np.ndarray, euclidean: bool, workers: int
     origin = x.min(0)
     span = x.max(0) - origin
     positive = radius[radius > 0]
-    side = _CELL_PER_RADIUS * float(np.median(positive)) if len(positive) else 1.0
+    side = (_CELL_PER_RADIUS if euclidean else _CELL_PER_RADIUS_MAX_NORM) * float(np.median(positive)) \
+        if len(positive) else 1.0
     side = max(side, float(span.max()) / _MAX_CELLS ** (1.0 / d), 1e-300)
     while np.prod(np.floor(span / side) + 1) > _MAX_CELLS:
         side *= 1.25
@@ -193,20 +197,7 @@ def _grid_kernel(points, starts, shape, strides, origin, side, margin, radius, e
                     i0, i1 = c1 + 1, c1
                 for a, b in ((starts[base + c0], starts[base + min(i0, c1 + 1)]),
                              (starts[base + i1 + 1], starts[base + c1 + 1])):
-                    for j in range(a, b):
-                        if euclidean:
-                            acc = 0.0
-                            for axis in range(d):
-                                t = points[j, axis] - points[i, axis]
-                                acc += t * t
-                            total += acc < limit
-                        else:
-                            inside = True
-                            for axis in range(d):
-                                if abs(points[j, axis] - points[i, axis]) >= r:
-                                    inside = False
-                                    break
-                            total += inside
+                    total += _run_count(points, i, a, b, limit, euclidean)
             axis = last - 1  # next run of cells (odometer over the leading axes)
             while axis >= 0:
                 cur[axis] += 1
@@ -217,6 +208,54 @@ def _grid_kernel(points, starts, shape, strides, origin, side, margin, radius, e
             if axis < 0:
                 break
         out[i] = total - 1  # the query itself (distance 0 < r) was counted
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _run_count(points, i, a, b, limit, euclidean):
+    """Points a..b-1 of ``points`` (n, d) closer to point i than ``limit`` (the squared radius if Euclidean,
+    else the radius of the max-norm box). Differences point minus query; squares summed from axis 0, or the
+    largest magnitude. Written out for 2, 3 and 4 axes, the same arithmetic as the loop over axes, which the
+    compiler runs much slower (the documentation's estimators benchmark page)."""
+    d = points.shape[1]
+    count = 0
+    if d == 4:
+        q0, q1, q2, q3 = points[i, 0], points[i, 1], points[i, 2], points[i, 3]
+        if euclidean:
+            for j in range(a, b):
+                t0, t1, t2, t3 = points[j, 0] - q0, points[j, 1] - q1, points[j, 2] - q2, points[j, 3] - q3
+                count += ((((0.0 + t0 * t0) + t1 * t1) + t2 * t2) + t3 * t3) < limit
+        else:
+            for j in range(a, b):
+                far = max(max(abs(points[j, 0] - q0), abs(points[j, 1] - q1)),
+                          max(abs(points[j, 2] - q2), abs(points[j, 3] - q3)))
+                count += far < limit
+    elif d == 3:
+        q0, q1, q2 = points[i, 0], points[i, 1], points[i, 2]
+        if euclidean:
+            for j in range(a, b):
+                t0, t1, t2 = points[j, 0] - q0, points[j, 1] - q1, points[j, 2] - q2
+                count += (((0.0 + t0 * t0) + t1 * t1) + t2 * t2) < limit
+        else:
+            for j in range(a, b):
+                far = max(max(abs(points[j, 0] - q0), abs(points[j, 1] - q1)), abs(points[j, 2] - q2))
+                count += far < limit
+    elif d == 2:
+        q0, q1 = points[i, 0], points[i, 1]
+        if euclidean:
+            for j in range(a, b):
+                t0, t1 = points[j, 0] - q0, points[j, 1] - q1
+                count += ((0.0 + t0 * t0) + t1 * t1) < limit
+        else:
+            for j in range(a, b):
+                count += max(abs(points[j, 0] - q0), abs(points[j, 1] - q1)) < limit
+    else:
+        for j in range(a, b):
+            acc = 0.0
+            for axis in range(d):
+                t = points[j, axis] - points[i, axis]
+                acc = acc + t * t if euclidean else max(acc, abs(t))
+            count += acc < limit
+    return count
 
 
 # --- KSG counts by brute force, high dimension --------------------------------------------------------

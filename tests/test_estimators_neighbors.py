@@ -155,15 +155,17 @@ def test_threaded_kernels_cover_every_row_once_in_short_items(workers):
     assert max(b - a for a, b in spans) <= kernels._MAX_ROWS_PER_ITEM  # Ctrl-C is checked between items
 
 
-@pytest.mark.parametrize("n, joint_dim, want", [(60_000, 8, "trees"), (50_000, 8, "compiled"),
-                                                 (2_000, 10, "compiled"), (13_000, 6, "trees"),
-                                                 (12_000, 6, "compiled"), (60_000, 10, "trees"),
-                                                 (60_000, 14, "compiled"), (3_000, 8, "compiled"),
-                                                 (5_000, 4, "compiled"), (6_000, 4, "trees"), (1_000, 2, "sweep"),
-                                                 (10_000, 2, "grid")])
-def test_ksg_counts_choose_trees_or_compiled_by_dimension_and_size(n, joint_dim, want, monkeypatch):
+@pytest.mark.parametrize("n, joint_dim, metric, want", [
+    (60_000, 8, "chebyshev", "trees"), (49_999, 10, "chebyshev", "compiled"), (50_000, 10, "chebyshev", "trees"),
+    (60_000, 10, "chebyshev", "trees"), (60_000, 14, "chebyshev", "compiled"), (3_500, 6, "chebyshev", "compiled"),
+    (3_501, 6, "chebyshev", "trees"), (13_000, 8, "chebyshev", "compiled"), (13_001, 8, "chebyshev", "trees"),
+    (1_600, 4, "chebyshev", "compiled"), (1_601, 4, "chebyshev", "trees"), (2_500, 4, "euclidean", "compiled"),
+    (2_501, 4, "euclidean", "trees"), (33_000, 8, "euclidean", "compiled"), (33_001, 8, "euclidean", "trees"),
+    (1_000, 2, "chebyshev", "sweep"), (10_000, 2, "chebyshev", "grid")])
+def test_ksg_counts_choose_trees_or_compiled_by_dimension_and_size(n, joint_dim, metric, want, monkeypatch):
     """The compiled brute force grows as n^2: above 8 joint dimensions it is chosen only below KSG_LARGE_N,
-    from 4 on for small n (KSG_BRUTE_MAX_N); the 2-D joint k-NN sweeps below SWEEP_KNN_MAX_N and takes the grid from there on."""
+    from 4 on for small n (KSG_BRUTE_MAX_N, KSG_BRUTE_MAX_N_MAX_NORM); the 2-D joint k-NN sweeps below
+    SWEEP_KNN_MAX_N and takes the grid from there on."""
     used = []
     monkeypatch.setattr(neighbors, "grid_knn", lambda *a: used.append("grid") or np.ones((n, 3)))
     monkeypatch.setattr(neighbors, "sweep_knn", lambda *a: used.append("sweep") or np.ones((n, 3)))
@@ -174,5 +176,5 @@ def test_ksg_counts_choose_trees_or_compiled_by_dimension_and_size(n, joint_dim,
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     half = joint_dim // 2
     blocks = [np.zeros((n, half)), np.zeros((n, joint_dim - half))]
-    ksg_counts(blocks, [(0,), (1,)], 3)
+    ksg_counts(blocks, [(0,), (1,)], 3, metric=metric)
     assert used == [want]

@@ -48,14 +48,18 @@ KSG_TREE_MAX_DIM = 8
 #: 10.1 / 30.4 s).
 KSG_TREE_MAX_DIM_LARGE_N = 12
 KSG_LARGE_N = 50_000
-#: Small samples take the compiled brute force at a joint dimension D of 4 to 8, up to this many points:
-#: the measured crossover with the compiled kd-tree and the grid counts (``benchmarks/neighbors.py
-#: crossover``; 1 thread, correlated Gaussians split evenly, BI-KSG counts, tree and grid / brute force,
-#: Euclidean (max-norm): D = 4: n = 3e3 11 / 7 ms (10 / 9), 1e4 48 / 57 ms (39 / 72); D = 5: 1e4 77 / 72 ms
-#: (66 / 88); D = 6: 1e4 118 / 85 ms (99 / 98), 3e4 0.50 / 0.75 s (0.40 / 0.76); D = 7: 3e4 1.01 / 0.68 s
-#: (0.71 / 0.70); D = 8: 3e4 1.40 / 0.62 s (0.90 / 0.63), 1e5 7.3 / 7.0 s (3.9 / 6.1)). The MI brute
-#: force (``_mi_brute``) handles four dimensions of a variable per pass, so its cost barely grows up to D = 8.
-KSG_BRUTE_MAX_N = {4: 5_000, 5: 8_000, 6: 12_000, 7: 30_000, 8: 50_000}
+#: Small samples take the compiled brute force at a joint dimension D of 4 to 8, up to this many points
+#: (Euclidean balls, BI-KSG) ...: the measured crossover with the compiled kd-tree and the grid counts
+#: (``benchmarks/neighbors.py crossover``; 1 thread, correlated Gaussians split evenly, tree and grid / brute
+#: force: D = 4: n = 1e3 2.2 / 1.3 ms, 3e3 7.1 / 7.9 ms; D = 5: 3e3 12 / 8 ms, 1e4 50 / 88 ms; D = 6: 3e3
+#: 17 / 9 ms, 1e4 76 / 94 ms; D = 7: 1e4 0.14 / 0.09 s, 3e4 0.55 / 0.75 s; D = 8: 3e4 0.82 / 0.73 s, 1e5
+#: 4.0 / 14.0 s; interpolated on log n). The MI brute force (``_mi_brute``) handles four dimensions of a
+#: variable per pass, so its cost barely grows up to D = 8 ...
+KSG_BRUTE_MAX_N = {4: 2_500, 5: 5_000, 6: 7_000, 7: 18_000, 8: 33_000}
+#: ... and with max-norm boxes, whose grid counts are faster (the same run: D = 4: 1e3 1.8 / 1.3 ms, 3e3
+#: 5.6 / 8.5 ms; D = 5: 1e3 2.5 / 1.4 ms, 3e3 8.3 / 9.2 ms; D = 6: 3e3 11 / 10 ms, 1e4 47 / 106 ms; D = 7:
+#: 3e3 17 / 9 ms, 1e4 78 / 95 ms; D = 8: 1e4 0.10 / 0.08 s, 3e4 0.39 / 0.70 s).
+KSG_BRUTE_MAX_N_MAX_NORM = {4: 1_600, 5: 2_500, 6: 3_500, 7: 7_000, 8: 13_000}
 #: On the automatic path the GPU only pays off for large inputs.
 GPU_MIN_SAMPLES = 20_000
 #: Euclidean k-NN by matrix products beats the tree from a lower dimension
@@ -222,7 +226,7 @@ def ksg_counts(blocks: list[np.ndarray], subsets: list[tuple[int, ...]], k: int,
     Up to a joint dimension of ``KSG_TREE_MAX_DIM`` on the CPU (``KSG_TREE_MAX_DIM_LARGE_N``
     from ``KSG_LARGE_N`` samples on): a tree (in 2-D from ``GRID_KNN_MIN_N`` points on, a
     grid, below ``SWEEP_KNN_MAX_N`` a sorted sweep) for the joint k-NN, then :func:`count_within` per subset. Above it, for small
-    samples (``KSG_BRUTE_MAX_N``), or with
+    samples (``KSG_BRUTE_MAX_N``, ``KSG_BRUTE_MAX_N_MAX_NORM``), or with
     ``device=``) brute force, where one pass serves all: the joint max-norm
     distance is the maximum of the per-block distances (the joint squared
     Euclidean distance their sum), so each block's distances are computed once
@@ -234,7 +238,7 @@ def ksg_counts(blocks: list[np.ndarray], subsets: list[tuple[int, ...]], k: int,
     joint = np.hstack(blocks)
     n, d = joint.shape
     dev = _torch_device(n, d, device, KSG_TREE_MAX_DIM_LARGE_N if n >= KSG_LARGE_N else KSG_TREE_MAX_DIM)
-    if dev is None and n <= KSG_BRUTE_MAX_N.get(d, 0):
+    if dev is None and n <= (KSG_BRUTE_MAX_N if metric == "euclidean" else KSG_BRUTE_MAX_N_MAX_NORM).get(d, 0):
         dev = torch.device("cpu")  # the compiled brute force below
     inflate = 1.0 if metric == "chebyshev" else EUCLIDEAN_INFLATE
     if dev is None and d == 2 and n < SWEEP_KNN_MAX_N:

@@ -26,9 +26,10 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-#: (d per variable, n) cells, the small and middle cells of the speed grid (4 vs 4 at 3e4: where the MI brute
-#: force replaced the trees).
-CELLS = [(1, 1000), (1, 10000), (4, 1000), (4, 10000), (4, 30000), (16, 1000), (16, 3000)]
+#: (d per variable, n) cells: the small and middle cells of the speed grid, and cells just above the crossovers
+#: of ``_neighbors.KSG_BRUTE_MAX_N`` (2 vs 2 at 4000, 4 vs 4 at 40000), where trees and the single-precision
+#: brute force take turns.
+CELLS = [(1, 1000), (1, 10000), (2, 4000), (4, 1000), (4, 10000), (4, 30000), (4, 40000), (16, 1000), (16, 3000)]
 
 
 def worker(root: str, seeds: int) -> None:

@@ -3,8 +3,8 @@
 * ``kdtree``: the compiled kd-tree (``_kdtree.kdtree_knn``) against scipy's ``cKDTree``
   queried in tree order, k = 3, Gaussian points, Euclidean and max-norm.
 * ``crossover``: KSG counts (BI-KSG, evenly split correlated Gaussians) by tree and grid
-  against the compiled brute force, per joint dimension D and n: what ``KSG_BRUTE_MAX_N`` is
-  set from.
+  against the compiled brute force, per joint dimension D and n: what ``KSG_BRUTE_MAX_N`` and
+  ``KSG_BRUTE_MAX_N_MAX_NORM`` are set from.
 * ``single``: the single-precision MI brute force (``_mi_brute.mi_counts_brute``) against the
   double-precision general kernel (``_kernels.ksg_counts_brute``), with the share of counts that differ.
 * ``grid``: the grid counts (``_kernels.grid_counts``) within the joint k-NN radius of Gaussian
@@ -77,16 +77,18 @@ def crossover() -> None:
                 blocks = _prepare([x, y], ["x", "y"])
                 if metric == "euclidean":
                     blocks = _shape_for("euclidean", blocks)
-                saved = neighbors.KSG_BRUTE_MAX_N, neighbors.KSG_TREE_MAX_DIM
+                saved = neighbors.KSG_BRUTE_MAX_N, neighbors.KSG_BRUTE_MAX_N_MAX_NORM, neighbors.KSG_TREE_MAX_DIM
                 try:
-                    neighbors.KSG_BRUTE_MAX_N, neighbors.KSG_TREE_MAX_DIM = {}, 99
+                    neighbors.KSG_BRUTE_MAX_N, neighbors.KSG_BRUTE_MAX_N_MAX_NORM = {}, {}
+                    neighbors.KSG_TREE_MAX_DIM = 99
                     repeats = 5 if n <= 10000 else 1
                     tree = median_time(lambda: neighbors.ksg_counts(blocks, [(0,), (1,)], 3, None, metric), repeats)
-                    neighbors.KSG_BRUTE_MAX_N, neighbors.KSG_TREE_MAX_DIM = {dim: 10**9}, 0
+                    neighbors.KSG_BRUTE_MAX_N = neighbors.KSG_BRUTE_MAX_N_MAX_NORM = {dim: 10**9}
+                    neighbors.KSG_TREE_MAX_DIM = 0
                     brute = median_time(lambda: neighbors.ksg_counts(blocks, [(0,), (1,)], 3, None, metric),
                                         repeats)
                 finally:
-                    neighbors.KSG_BRUTE_MAX_N, neighbors.KSG_TREE_MAX_DIM = saved
+                    neighbors.KSG_BRUTE_MAX_N, neighbors.KSG_BRUTE_MAX_N_MAX_NORM, neighbors.KSG_TREE_MAX_DIM = saved
                 print(f"| {dim} | {n:.1e} | {metric} | {tree:.4f} | {brute:.4f} |", flush=True)
 
 

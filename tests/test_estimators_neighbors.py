@@ -155,12 +155,16 @@ def test_threaded_kernels_cover_every_row_once_in_short_items(workers):
     assert max(b - a for a, b in spans) <= kernels._MAX_ROWS_PER_ITEM  # Ctrl-C is checked between items
 
 
+EUCLIDEAN_MAX, MAX_NORM_MAX = neighbors.KSG_BRUTE_MAX_N, neighbors.KSG_BRUTE_MAX_N_MAX_NORM
+
+
 @pytest.mark.parametrize("n, joint_dim, metric, want", [
     (60_000, 8, "chebyshev", "trees"), (49_999, 10, "chebyshev", "compiled"), (50_000, 10, "chebyshev", "trees"),
-    (60_000, 10, "chebyshev", "trees"), (60_000, 14, "chebyshev", "compiled"), (3_500, 6, "chebyshev", "compiled"),
-    (3_501, 6, "chebyshev", "trees"), (13_000, 8, "chebyshev", "compiled"), (13_001, 8, "chebyshev", "trees"),
-    (1_600, 4, "chebyshev", "compiled"), (1_601, 4, "chebyshev", "trees"), (2_500, 4, "euclidean", "compiled"),
-    (2_501, 4, "euclidean", "trees"), (33_000, 8, "euclidean", "compiled"), (33_001, 8, "euclidean", "trees"),
+    (60_000, 10, "chebyshev", "trees"), (60_000, 14, "chebyshev", "compiled"),
+    *[(MAX_NORM_MAX[d] + step, d, "chebyshev", want)
+      for d in (4, 6, 8) for step, want in ((0, "compiled"), (1, "trees"))],
+    *[(EUCLIDEAN_MAX[d] + step, d, "euclidean", want)
+      for d in (4, 8) for step, want in ((0, "compiled"), (1, "trees"))],
     (1_000, 2, "chebyshev", "sweep"), (10_000, 2, "chebyshev", "grid")])
 def test_ksg_counts_choose_trees_or_compiled_by_dimension_and_size(n, joint_dim, metric, want, monkeypatch):
     """The compiled brute force grows as n^2: above 8 joint dimensions it is chosen only below KSG_LARGE_N,

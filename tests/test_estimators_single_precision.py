@@ -98,3 +98,19 @@ def test_kth_smallest_joint_distance(k):
             joint = dx + dy if euclidean else np.maximum(dx, dy)
             got = _mi_brute._kth_smallest(dx, dy, euclidean, minima, best)
             assert got == np.sort(joint)[k - 1]
+
+
+@pytest.mark.parametrize("euclidean", [True, False])
+def test_float32_counts_equal_int64_counts(euclidean):
+    """The counts are float32 sums of ones (vectorised): the same numbers as int64 sums, ties on the radius
+    included, and +inf (the point itself, the padding) never counted."""
+    rng = np.random.default_rng(5)
+    for n in (1, 7, 100, 4099):
+        dx = rng.integers(0, 50, n).astype(np.float32)  # many entries exactly on any radius
+        dy = rng.standard_normal(n).astype(np.float32) ** 2
+        dx[::13] = np.inf
+        for radius in (np.float32(0.0), np.float32(17.0), np.float32(0.5), np.float32(np.inf)):
+            got = _mi_brute._counts(dx, dy, n, radius, euclidean)
+            want = _mi_brute._wide_counts(dx, dy, n, radius, euclidean)
+            inside = (lambda d: int((d <= radius).sum())) if euclidean else (lambda d: int((d < radius).sum()))
+            assert got == want == (inside(dx), inside(dy))

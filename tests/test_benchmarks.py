@@ -46,7 +46,8 @@ def test_variant_table_compares_losses_with_float32(sweep, capsys):
             for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "---" not in line}
     assert rows["fp32"][-1] == "reference"
     per_epoch, projected = float(rows["fp32"][0]), float(rows["fp32"][1])
-    assert projected == pytest.approx(250 * per_epoch, rel=0.01)
+    # Both are printed rounded (3 and 1 decimals): equal up to that rounding, whatever the machine's speed.
+    assert projected == pytest.approx(250 * per_epoch, abs=250 * 0.0005 + 0.05)
     # bf16 keeps 8 significant bits: its losses differ from float32's, but by well under 10 %.
     assert 0 < float(rows["bf16"][-1]) < 0.1
     # Channels-last is the same maths in another order: float32 rounding only.

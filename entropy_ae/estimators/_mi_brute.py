@@ -191,10 +191,9 @@ def _counts(dx, dy, n, radius, euclidean):
     """The entries of dx and of dy within ``radius`` (inside or on it if Euclidean, else strictly inside).
 
     Summed as float32 ones and zeros, which the compiler vectorises eight to a
-    register (int64 sums take four): 1.2x faster for the whole kernel. Every
-    partial sum is an integer of at most n, and float32 holds every integer up
-    to 2^24, so the sums are exact in any order; longer rows take
-    :func:`_wide_counts`.
+    register (int64 sums take four). Every partial sum is an integer of at most
+    n, and float32 holds every integer up to 2^24, so the sums are exact in any
+    order; longer rows take :func:`_wide_counts`.
     """
     if n > _FLOAT_COUNT_MAX:
         return _wide_counts(dx, dy, n, radius, euclidean)

@@ -253,3 +253,44 @@ def test_two_column_singularity_rule_and_correlation_equal_the_eigen_decompositi
         assert abs(pair_correlation(x, y) - np.corrcoef(x, y)[0, 1]) <= 8 * eps
     assert pair_singular(x, x) and not pair_singular(x, x + 1e-5 * rng.standard_normal(n))
     assert math.isnan(pair_correlation(x, np.ones(n))) and pair_singular(x, np.ones(n))
+
+
+def test_compiled_column_statistics_return_numpys_numbers_to_the_bit():
+    from entropy_ae.estimators import _columns
+
+    rng = np.random.default_rng(11)
+    for n, d in ((2, 2), (5, 3), (1000, 4), (3001, 8), (20000, 5), (700, 64), (300, 1)):
+        x = rng.standard_normal((n, d)) * rng.uniform(1e-3, 1e3, d) + rng.uniform(-50, 50, d)
+        for array in (x, np.asfortranarray(x)):  # the second takes numpy's own (pairwise) sums
+            np.testing.assert_array_equal(_columns.centre(array), array - array.mean(axis=0))
+            np.testing.assert_array_equal(_columns.column_std(array), array.std(axis=0, ddof=1))
+            np.testing.assert_array_equal(_columns.covariance(array), np.atleast_2d(np.cov(array, rowvar=False)))
+            np.testing.assert_array_equal(_columns.row_norms(array), np.sqrt((array * array).sum(axis=1)))
+    x = rng.standard_normal((50, 4))
+    x[:, 1], x[:, 3] = 2.5, 0.0
+    x[7, 3] = -0.0  # equal to 0.0: still constant
+    np.testing.assert_array_equal(_columns.constant_columns(x), [False, True, False, True])
+    np.testing.assert_array_equal(_columns.constant_columns(x[:1]), [True] * 4)
+
+
+def test_compiled_rank_scatters_give_the_ranked_values_and_refuse_ties():
+    from entropy_ae.estimators import _columns
+
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((200, 3))
+    columns = np.ascontiguousarray(x.T)
+    scores = np.sort(rng.standard_normal(200))
+    out = _columns.scatter_scores(columns, np.argsort(columns, axis=1), scores)
+    ranks = np.argsort(np.argsort(x, axis=0), axis=0)
+    np.testing.assert_array_equal(out, scores[ranks])
+    x[17, 2] = x[3, 2]
+    columns = np.ascontiguousarray(x.T)
+    assert _columns.scatter_scores(columns, np.argsort(columns, axis=1), scores) is None
+    radius = np.abs(x[:, 0])
+    radius[5] = 0.0
+    scale = _columns.radial_scale(radius, np.argsort(radius), scores)
+    ranked = scores[np.argsort(np.argsort(radius))]
+    np.testing.assert_array_equal(scale[radius > 0], ranked[radius > 0] / radius[radius > 0])
+    assert scale[5] == 1.0  # a point at the centre stays there
+    radius[9] = radius[4]
+    assert _columns.radial_scale(radius, np.argsort(radius), scores) is None

@@ -8,12 +8,12 @@ import numpy as np
 import torch
 from scipy.special import digamma, gammaln
 
+from ._columns import constant_columns
 from ._neighbors import knn_distances
 from ._ties import dequantise, drop_repeated_rows
 from ._validation import (
     check_inputs,
     check_method,
-    constant_columns,
     covariance_eigh,
     log_base,
     one_warning,

@@ -8,6 +8,7 @@ import math
 import numpy as np
 from scipy.special import digamma
 
+from ._columns import centre, constant_columns, covariance
 from ._entropy import _entropy_nats, _plugin_mm, log_unit_ball_volume
 from ._neighbors import _workers, count_within, knn_distances, ksg_counts
 from ._one_vs_one import one_vs_one_counts, scores_at, tie_free_order
@@ -16,7 +17,6 @@ from ._ties import dequantise, drop_repeated_rows
 from ._validation import (
     check_inputs,
     check_method,
-    constant_columns,
     copula_normal,
     covariance_eigh,
     drop_constant,
@@ -247,7 +247,7 @@ def _prepare(blocks: list[np.ndarray], names: list[str], whitened: bool = True) 
             continue
         if block.shape[1]:
             block = copula_normal(dequantise(block, name))
-            centred = block - block.mean(axis=0)
+            centred = centre(block)
             decomposition = covariance_eigh(centred)  # for the rank here and for the whitening
             rank = int(decomposition[3].sum())
             if rank < block.shape[1]:
@@ -395,7 +395,7 @@ def _gaussian_reference(blocks, method, k, device, norm="max") -> float:
         if tabulated is not None:
             return tabulated
     joint = np.hstack(blocks)
-    root = np.linalg.cholesky(np.atleast_2d(np.cov(joint, rowvar=False)))
+    root = np.linalg.cholesky(covariance(joint))
     rng = np.random.default_rng(_data_seed(joint))
     return float(np.mean([_reference_term(root, sizes, len(joint), rng, method, k, device, norm)
                           for _ in range(REFERENCE_REPLICATES)]))
@@ -408,7 +408,7 @@ def _reference_term(root, sizes, n, rng, method, k, device, norm) -> float:
     estimated exactly as the data.
     """
     g = rng.standard_normal((n, len(root))) @ root.T
-    plug_in = _gaussian_information(np.atleast_2d(np.cov(g, rowvar=False)), sizes)
+    plug_in = _gaussian_information(covariance(g), sizes)
     g_blocks = _shape_for(norm, _prepare(np.split(g, np.cumsum(sizes)[:-1], axis=1), ["g"] * len(sizes)))
     return plug_in - _raw(g_blocks, method, k, device, norm) - _plug_in_bias(sizes, n)
 

@@ -13,6 +13,8 @@ import numpy as np
 from scipy.special import gammaincinv, ndtri
 from scipy.stats import rankdata
 
+from ._columns import centre, column_std, constant_columns, covariance, radial_scale, row_norms, scatter_scores
+
 NAN_POLICIES = ("raise", "omit")
 
 
@@ -131,11 +133,6 @@ def log_base(base: float) -> float:
     return math.log(base)
 
 
-def constant_columns(x: np.ndarray) -> np.ndarray:
-    """Boolean mask of columns that take a single value."""
-    return np.ptp(x, axis=0) == 0
-
-
 def drop_constant(x: np.ndarray, name: str) -> np.ndarray:
     """Remove constant columns (they carry no information, so MI ignores them)."""
     const = constant_columns(x)
@@ -162,7 +159,7 @@ def covariance_eigh(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
     so such a sample is always singular. A constant column (scale 0) is singular.
     """
     n, d = x.shape
-    scale = x.std(axis=0, ddof=1) if n > 1 else np.zeros(d)
+    scale = column_std(x) if n > 1 else np.zeros(d)
     safe = np.where(scale > 0, scale, 1.0)
     if d == 1 and n > 1:
         # np.cov's arithmetic (centre, dot product, times 1 / (n - 1)) without its overhead; a 1x1
@@ -171,7 +168,7 @@ def covariance_eigh(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
         xc = xc - xc.mean()
         eigval, eigvec = np.array([float(xc @ xc) * (1.0 / (n - 1))]), np.ones((1, 1))
     else:
-        corr = np.atleast_2d(np.cov(x / safe, rowvar=False)) if n > 1 else np.zeros((d, d))
+        corr = covariance(x / safe) if n > 1 else np.zeros((d, d))
         eigval, eigvec = np.linalg.eigh(corr)
     keep = _nonzero(eigval, n, d)
     if n <= d:
@@ -207,7 +204,7 @@ def whiten(x: np.ndarray, subspace: bool = False) -> tuple[np.ndarray, float]:
     then z holds the whitened coordinates within the subspace the data span
     (fewer columns; an invertible map of the sample, so it keeps MI).
     """
-    xc = x - x.mean(axis=0)
+    xc = centre(x)
     return whiten_centred(xc, covariance_eigh(xc), subspace)
 
 
@@ -256,13 +253,9 @@ def copula_normal(x: np.ndarray) -> np.ndarray:
     """
     n = len(x)
     columns = np.ascontiguousarray(x.T)  # one contiguous row per column: faster sorts
-    order = np.argsort(columns, axis=1)
-    if (np.diff(np.take_along_axis(columns, order, axis=1), axis=1) == 0).any():
-        return ndtri(rankdata(x, axis=0) / (n + 1.0))
     # No ties: the ranks are the inverse permutation, and the scores one fixed vector in that order.
-    out = np.empty(columns.shape)
-    np.put_along_axis(out, order, _normal_scores(n)[None, :], axis=1)
-    return np.ascontiguousarray(out.T)  # row-major like the input: later reductions round as they did
+    out = scatter_scores(columns, np.argsort(columns, axis=1), _normal_scores(n))
+    return ndtri(rankdata(x, axis=0) / (n + 1.0)) if out is None else out
 
 
 @functools.lru_cache(maxsize=8)
@@ -313,8 +306,12 @@ def radial_gaussianise(x: np.ndarray) -> np.ndarray:
     1485-1519).
     """
     n, d = x.shape
-    radius = np.sqrt((x * x).sum(axis=1))
+    radius = row_norms(x)
     order = np.argsort(radius)
+    if d > 1:
+        scale = radial_scale(radius, order, _chi_scores(n, d))  # None where radii are tied
+        if scale is not None:
+            return x * scale[:, None]
     ranks = _average_ranks(radius, order)
     if d == 1:
         # |N(0, 1)| quantiles, 25x faster than the incomplete-gamma inverse (equal to 1e-13).

@@ -182,7 +182,9 @@ def _kth_smallest(dx, dy, euclidean, minima, best):
     for s in range(half):
         if minima[s] <= limit:
             for q in range(_PAD):
-                keep_smallest(best, _joint(dx, dy, s + q * half, euclidean))
+                v = _joint(dx, dy, s + q * half, euclidean)
+                if v <= limit:  # no larger entry can be among the k smallest
+                    keep_smallest(best, v)
     return best[-1]
 
 

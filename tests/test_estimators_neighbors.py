@@ -9,6 +9,7 @@ import torch
 from scipy.stats import chi, kstest
 
 import entropy_ae.estimators._kernels as kernels
+import entropy_ae.estimators._threads as _threads
 import entropy_ae.estimators._neighbors as neighbors
 from entropy_ae.estimators._neighbors import count_within, ksg_counts
 from entropy_ae.estimators._validation import radial_gaussianise
@@ -51,7 +52,7 @@ def grid_blocks(rng, n=60):
 @pytest.mark.parametrize("threads", [1, 2])  # 2: threaded trees and kernels
 def test_ksg_counts_match_brute_force(metric, path, data, threads, monkeypatch):
     monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
-    monkeypatch.setattr(kernels, "_ITEMS_PER_THREAD", 2)  # several work items even for these few rows
+    monkeypatch.setattr(_threads, "_ITEMS_PER_THREAD", 2)  # several work items even for these few rows
     if path == "compiled":
         monkeypatch.setattr(neighbors, "KSG_TREE_MAX_DIM", 0)
     device = "cpu" if path == "torch" else None
@@ -75,7 +76,7 @@ def test_ksg_counts_match_brute_force(metric, path, data, threads, monkeypatch):
 @pytest.mark.parametrize("threads", [1, 2])
 def test_grid_counts_are_exact(euclidean, threads, monkeypatch):
     """The grid counts whole cells only where they lie inside the ball: exact at any scale, with ties."""
-    monkeypatch.setattr(kernels, "_ITEMS_PER_THREAD", 2)
+    monkeypatch.setattr(_threads, "_ITEMS_PER_THREAD", 2)
     rng = np.random.default_rng(5)
     for trial in range(16):
         d = 1 + trial % 4
@@ -141,7 +142,7 @@ def test_threaded_kernels_stop_at_the_first_error(workers):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        kernels._in_threads(kernel, 64 * kernels._MAX_ROWS_PER_ITEM, workers)
+        _threads.in_threads(kernel, 64 * _threads._MAX_ROWS_PER_ITEM, workers)
     # Without the cancel all 64 items would run; a busy machine may let the other thread start a few more.
     assert 1 <= len(started) < 32, f"{len(started)} of 64 items ran despite the interrupt"
 
@@ -149,10 +150,10 @@ def test_threaded_kernels_stop_at_the_first_error(workers):
 @pytest.mark.parametrize("workers", [1, 2])
 def test_threaded_kernels_cover_every_row_once_in_short_items(workers):
     spans = []
-    kernels._in_threads(lambda start, stop: spans.append((start, stop)), 10_000, workers)
+    _threads.in_threads(lambda start, stop: spans.append((start, stop)), 10_000, workers)
     rows = np.concatenate([np.arange(a, b) for a, b in sorted(spans)])
     np.testing.assert_array_equal(rows, np.arange(10_000))
-    assert max(b - a for a, b in spans) <= kernels._MAX_ROWS_PER_ITEM  # Ctrl-C is checked between items
+    assert max(b - a for a, b in spans) <= _threads._MAX_ROWS_PER_ITEM  # Ctrl-C is checked between items
 
 
 EUCLIDEAN_MAX, MAX_NORM_MAX = neighbors.KSG_BRUTE_MAX_N, neighbors.KSG_BRUTE_MAX_N_MAX_NORM

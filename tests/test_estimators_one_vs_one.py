@@ -11,7 +11,7 @@ import torch
 import entropy_ae.estimators._mutual_info as mi_module
 import entropy_ae.estimators._one_vs_one as one_module
 from entropy_ae.estimators import EstimatorWarning, mutual_information
-from entropy_ae.estimators import _kernels
+from entropy_ae.estimators import _threads
 from entropy_ae.estimators._validation import copula_normal, radial_gaussianise, whiten
 
 torch.set_num_threads(1)
@@ -129,13 +129,13 @@ def _child_sum(queue):
     def kernel(start, stop):
         out[start:stop] = 1.0
 
-    _kernels._in_threads(kernel, len(out), 2)
+    _threads.in_threads(kernel, len(out), 2)
     queue.put(float(out.sum()))
 
 
 def test_thread_pool_works_in_a_forked_child():
     # The pool is kept between calls; a forked child inherits it without its threads and must get its own.
-    _kernels._in_threads(lambda start, stop: None, 4096, 2)
+    _threads.in_threads(lambda start, stop: None, 4096, 2)
     context = multiprocessing.get_context("fork")
     queue = context.Queue()
     child = context.Process(target=_child_sum, args=(queue,))

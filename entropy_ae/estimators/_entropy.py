@@ -10,6 +10,7 @@ from scipy.special import digamma, gammaln
 
 from ._columns import constant_columns
 from ._neighbors import knn_distances
+from ._threads import one_blas_thread
 from ._ties import dequantise, drop_repeated_rows
 from ._validation import (
     check_inputs,
@@ -25,6 +26,7 @@ ENTROPY_METHODS = ("knn", "kde", "binned", "gaussian")
 
 
 @one_warning
+@one_blas_thread
 def entropy(x, method: str = "knn", k: int = 3, base: float = math.e, nan_policy: str = "raise",
             device: str | None = None, discrete: bool = False) -> float:
     """Differential entropy H(X) of samples ``x``.

@@ -17,7 +17,8 @@ import numpy as np
 from numba import njit
 from scipy.spatial import cKDTree
 
-from ._kernels import _in_threads, keep_smallest
+from ._kernels import keep_smallest
+from ._threads import in_threads
 
 #: Up to this dimension and from this many points on, :func:`grid_knn` replaces scipy's tree for the joint
 #: k-NN of KSG. Measured, 1 thread, k = 3, correlated 2-D normal scores, Euclidean, grid / tree: n = 1e3
@@ -49,7 +50,7 @@ def sweep_knn(x: np.ndarray, k: int, euclidean: bool, workers: int) -> np.ndarra
     order = np.argsort(x[:, 0], kind="stable")
     points = np.ascontiguousarray(x[order], dtype=np.float64)
     found = np.empty((len(x), k), dtype=np.float64)
-    _in_threads(_sweep_kernel, len(x), workers, points, k, euclidean, found)
+    in_threads(_sweep_kernel, len(x), workers, points, k, euclidean, found)
     out = np.empty((len(x), k), dtype=np.float64)
     out[order] = np.sqrt(found) if euclidean else found
     return out
@@ -113,7 +114,7 @@ def grid_knn(x: np.ndarray, k: int, euclidean: bool, workers: int) -> np.ndarray
     # A point's cell is floor((x - origin) / side), rounded: it may sit a few ulps outside it.
     margin = max(1e-7 * side, 16 * np.finfo(np.float64).eps * float(np.abs(x).max()))
     found = np.empty((n, k), dtype=np.float64)
-    _in_threads(_knn_kernel, n, workers, points, np.ascontiguousarray(cells[order]), starts, shape, strides,
+    in_threads(_knn_kernel, n, workers, points, np.ascontiguousarray(cells[order]), starts, shape, strides,
                 origin.astype(np.float64), side, margin, k, euclidean, found)
     out = np.empty((n, k), dtype=np.float64)
     out[order] = np.sqrt(found) if euclidean else found

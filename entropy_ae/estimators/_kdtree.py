@@ -17,7 +17,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ._kernels import _in_threads, keep_smallest
+from ._kernels import keep_smallest
+from ._threads import in_threads
 
 #: Points per leaf. Measured (``benchmarks/neighbors.py kdtree``), 1 thread, k = 3, Gaussian points,
 #: this tree / scipy's cKDTree queried in tree order, Euclidean (max-norm): d = 3, n = 1e5 0.11 / 0.19 s
@@ -40,7 +41,7 @@ def kdtree_knn(x: np.ndarray, k: int, euclidean: bool, workers: int) -> np.ndarr
     order, start, stop, left, lo, hi = _build(x, LEAF_SIZE)
     points = np.ascontiguousarray(x[order])
     found = np.empty((n, k))
-    _in_threads(_query_kernel, n, workers, points, start, stop, left, lo, hi, k, euclidean, found)
+    in_threads(_query_kernel, n, workers, points, start, stop, left, lo, hi, k, euclidean, found)
     out = np.empty((n, k))
     out[order] = np.sqrt(found) if euclidean else found
     return out

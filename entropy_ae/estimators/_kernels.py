@@ -15,20 +15,19 @@ numpy count, only faster.
   without storing the distance matrix. The loops are written so that the
   compiler vectorises them (four dimensions per pass over a row).
 
-The kernels release the GIL, so plain threads run them in parallel; nothing
-forks. Compiled code is cached next to this file (first use compiles, in
-about 8 s; later processes load it in well under a second).
+The kernels release the GIL and run on threads (:mod:`._threads`). Compiled
+code is cached next to this file (first use compiles, in about 8 s; later
+processes load it in well under a second).
 """
 
 from __future__ import annotations
 
-import functools
 import math
-import os
-from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy as np
 from numba import njit
+
+from ._threads import in_threads
 
 #: Up to this dimension :func:`grid_counts` beats the trees (n = 1e5, 2 threads, counts within the joint
 #: KSG radius of Gaussian 4 vs 4: 4-D max-norm 1.0-1.1 s against 3.2 s for scikit-learn, Euclidean 1.0-1.7 s
@@ -47,49 +46,10 @@ _CELL_PER_RADIUS = 0.7
 _CELL_PER_RADIUS_MAX_NORM = 1.0
 #: ... but at most this many cells (an int64 offset each: 32 MiB), which coarsens cells in sparse data.
 _MAX_CELLS = 2**22
-#: Work items per thread: the cost per row varies (denser regions, larger balls), so more, smaller items
-#: keep the threads equally busy ...
-_ITEMS_PER_THREAD = 8
-#: ... of at least this many rows each, so that small inputs are not split into items shorter than the cost of
-#: handing one to a thread (MI brute force, 4 vs 4, n = 1e3, 2 threads: 16 items 1.25 ms, 4 items 0.96 ms) ...
-_MIN_ROWS_PER_ITEM = 256
-#: ... and at most this many rows per item: compiled code cannot be interrupted, so Ctrl-C (or an error in
-#: another thread) waits for the items already running; here a fraction of a second for the grid and about
-#: 1 s for 16 vs 16 brute force at n = 1e5.
-_MAX_ROWS_PER_ITEM = 1024
 # Vectorisable min/max in the distance loops (:func:`_add_distances` only): no NaN or inf reaches them
 # (inputs are validated as finite; the self-distance is set to inf after them, in code compiled without
 # these flags), and the sign of a zero difference does not matter.
 _FASTMATH = {"nnan", "ninf", "nsz"}
-
-
-def _in_threads(kernel, n: int, workers: int, *args) -> None:
-    """``kernel(*args, start, stop)`` over rows 0..n in items of rows, in ``workers`` threads."""
-    if workers < 2:
-        for start in range(0, n, _MAX_ROWS_PER_ITEM):  # Python checks for Ctrl-C between items
-            kernel(*args, start, min(n, start + _MAX_ROWS_PER_ITEM))
-        return
-    items = max(workers, min(workers * _ITEMS_PER_THREAD, n // _MIN_ROWS_PER_ITEM), -(-n // _MAX_ROWS_PER_ITEM))
-    edges = np.unique(np.linspace(0, n, items + 1).astype(np.int64))
-    futures = [_pool(workers, os.getpid()).submit(kernel, *args, start, stop)
-               for start, stop in zip(edges[:-1], edges[1:])]
-    try:
-        for future in futures:
-            future.result()  # re-raises the first exception of any item
-    finally:
-        # On an error or Ctrl-C, drop the items not yet started, and wait for the running ones (they
-        # write into the caller's arrays).
-        for future in futures:
-            future.cancel()
-        wait(futures)
-
-
-@functools.lru_cache(maxsize=4)
-def _pool(workers: int, pid: int) -> ThreadPoolExecutor:
-    """One thread pool per worker count and process, kept for later calls: a new pool costs about 1 ms a
-    call in thread starts. Keyed by the process id because a forked child inherits the pool without its
-    threads."""
-    return ThreadPoolExecutor(workers, thread_name_prefix="entropy-ae")
 
 
 @njit(nogil=True, cache=True, inline="always")
@@ -135,7 +95,7 @@ def grid_counts(x: np.ndarray, radius: np.ndarray, euclidean: bool, workers: int
     # The cell of a point is floor((x - origin) / side), rounded: a point may sit a few ulps outside it.
     margin = max(1e-7 * side, 16 * np.finfo(np.float64).eps * float(np.abs(x).max()))
     counts = np.empty(n, dtype=np.int64)
-    _in_threads(_grid_kernel, n, workers, points, starts, shape, strides, origin.astype(np.float64), side,
+    in_threads(_grid_kernel, n, workers, points, starts, shape, strides, origin.astype(np.float64), side,
                 margin, np.ascontiguousarray(radius[order], dtype=np.float64), euclidean, counts)
     out = np.empty(n, dtype=np.int64)
     out[order] = counts
@@ -275,7 +235,7 @@ def ksg_counts_brute(blocks: list[np.ndarray], subsets: list[tuple[int, ...]], k
         members[s, list(parts)] = True
     n = rows.shape[1]
     out = np.empty((len(subsets), n), dtype=np.int64)
-    _in_threads(_ksg_kernel, n, workers, rows, edges, members, k, euclidean, shrink, out)
+    in_threads(_ksg_kernel, n, workers, rows, edges, members, k, euclidean, shrink, out)
     return list(out)
 
 

@@ -27,7 +27,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ._kernels import _in_threads, keep_smallest
+from ._kernels import keep_smallest
+from ._threads import in_threads
 
 #: The row buffers are padded to a multiple of this many entries (+inf), so the k-th smallest is found by
 #: halving the row ``_HALVINGS`` times into minima of sets of 2^_HALVINGS entries (5 measured 5-10 %
@@ -57,7 +58,7 @@ def mi_counts_brute(x: np.ndarray, y: np.ndarray, k: int, euclidean: bool, worke
     rows[:x.shape[1], :n] = x.T
     rows[x.shape[1]:, :n] = y.T
     out = np.empty((2, n), dtype=np.int64)
-    _in_threads(_kernel, n, workers, rows, x.shape[1], k, euclidean, out)
+    in_threads(_kernel, n, workers, rows, x.shape[1], k, euclidean, out)
     return out[0], out[1]
 
 

@@ -34,6 +34,7 @@ from ._grid_knn import GRID_KNN_MAX_DIM, GRID_KNN_MIN_N, SWEEP_KNN_MAX_N, grid_k
 from ._kdtree import kdtree_knn
 from ._kernels import GRID_MAX_DIM, GRID_MAX_DIM_MAX_NORM, grid_counts, ksg_counts_brute
 from ._mi_brute import mi_counts_brute
+from ._threads import workers
 
 #: Above this dimension max-norm trees visit almost every leaf and brute force is faster
 #: (measured break-even near d = 24 at n = 2e4 on 2 CPU cores, torch).
@@ -88,11 +89,6 @@ def _torch_device(n: int, d: int, device: str | None, tree_max_dim: int = TREE_M
     if d > tree_max_dim:
         return torch.device("cpu")
     return None
-
-
-def _workers() -> int:
-    # Follow torch's thread setting, the one knob users already set for the rest of the toolkit.
-    return max(1, torch.get_num_threads())
 
 
 def _pairwise_chunks(x: np.ndarray, metric: str, device: torch.device):
@@ -159,7 +155,7 @@ def knn_distances(x: np.ndarray, k: int, metric: str = "euclidean", device: str 
     n, d = x.shape
     dev = _torch_device(n, d, device, EUCLIDEAN_TREE_MAX_DIM if metric == "euclidean" else TREE_MAX_DIM)
     if dev is None:
-        return kdtree_knn(x, k, metric == "euclidean", _workers())
+        return kdtree_knn(x, k, metric == "euclidean", workers())
     if metric == "euclidean":
         return np.sqrt(np.maximum(_euclidean_knn_brute(x, k, dev), 0.0))
     out = np.empty((n, k))
@@ -190,7 +186,7 @@ def count_within(x: np.ndarray, radius: np.ndarray, metric: str = "chebyshev", d
         out[order] = np.searchsorted(s, s + r, side="left") - np.searchsorted(s, s - r, side="right") - 1
         return out
     if dev is None and d <= (GRID_MAX_DIM if metric == "euclidean" else GRID_MAX_DIM_MAX_NORM):
-        return grid_counts(x, radius, metric == "euclidean", _workers())
+        return grid_counts(x, radius, metric == "euclidean", workers())
     if dev is None:
         # scipy's tree, its queries parallel over threads, in tree order as in knn_distances. Leaves of 64
         # points, not 16: this query visits every point in the ball anyway, and fewer, larger leaves mean
@@ -199,7 +195,7 @@ def count_within(x: np.ndarray, radius: np.ndarray, metric: str = "chebyshev", d
         order = tree.indices
         out = np.empty(n, dtype=np.int64)
         out[order] = tree.query_ball_point(x[order], radius[order], p=_P[metric], return_length=True,
-                                           workers=_workers())
+                                           workers=workers())
         return out - 1
     r_all = torch.as_tensor(radius ** 2 if metric == "euclidean" else radius, dtype=torch.float64, device=dev)
     out = np.empty(n, dtype=np.int64)
@@ -242,20 +238,20 @@ def ksg_counts(blocks: list[np.ndarray], subsets: list[tuple[int, ...]], k: int,
         dev = torch.device("cpu")  # the compiled brute force below
     inflate = 1.0 if metric == "chebyshev" else EUCLIDEAN_INFLATE
     if dev is None and d == 2 and n < SWEEP_KNN_MAX_N:
-        eps = sweep_knn(joint, k, metric == "euclidean", _workers())[:, -1] * inflate
+        eps = sweep_knn(joint, k, metric == "euclidean", workers())[:, -1] * inflate
         return [count_within(np.hstack([blocks[p] for p in parts]), eps, metric) for parts in subsets]
     if dev is None and d <= GRID_KNN_MAX_DIM and n >= GRID_KNN_MIN_N:
-        eps = grid_knn(joint, k, metric == "euclidean", _workers())[:, -1] * inflate
+        eps = grid_knn(joint, k, metric == "euclidean", workers())[:, -1] * inflate
         return [count_within(np.hstack([blocks[p] for p in parts]), eps, metric) for parts in subsets]
     if dev is None:
         eps = knn_distances(joint, k, metric)[:, -1] * inflate
         return [count_within(np.hstack([blocks[p] for p in parts]), eps, metric) for parts in subsets]
     if device is None and dev.type == "cpu" and len(blocks) == 2 and [tuple(p) for p in subsets] == [(0,), (1,)]:
-        return list(mi_counts_brute(blocks[0], blocks[1], k, metric == "euclidean", _workers()))  # MI, float32
+        return list(mi_counts_brute(blocks[0], blocks[1], k, metric == "euclidean", workers()))  # MI, float32
     if device is None and dev.type == "cpu":
         # The comparisons of _ksg_counts_brute (and its shrink of the radius), compiled.
         shrink = (inflate * STRICT_SHRINK) ** (2 if metric == "euclidean" else 1)
-        return ksg_counts_brute(blocks, subsets, k, metric == "euclidean", shrink, _workers())
+        return ksg_counts_brute(blocks, subsets, k, metric == "euclidean", shrink, workers())
     return _ksg_counts_brute(blocks, subsets, k, dev, metric, inflate)
 
 

@@ -20,7 +20,7 @@ import numpy as np
 from numba import njit
 
 from ._grid_knn import SWEEP_KNN_MAX_N, _sweep_kernel, grid_knn
-from ._kernels import _in_threads
+from ._threads import in_threads
 from ._neighbors import EUCLIDEAN_INFLATE, STRICT_SHRINK
 from ._validation import _normal_scores, radial_gaussianise, whiten
 
@@ -86,7 +86,7 @@ def one_vs_one_counts(order_x: np.ndarray, order_y: np.ndarray, k: int, workers:
     points = np.ascontiguousarray(np.column_stack([s, s[pos_y]]))  # sorted by x, as the sweep needs
     if n < SWEEP_KNN_MAX_N:
         found = np.empty((n, k))
-        _in_threads(_sweep_kernel, n, workers, points, k, True, found)
+        in_threads(_sweep_kernel, n, workers, points, k, True, found)
         eps = np.sqrt(found[:, -1])
     else:
         eps = grid_knn(points, k, True, workers)[:, -1]
@@ -94,7 +94,7 @@ def one_vs_one_counts(order_x: np.ndarray, order_y: np.ndarray, k: int, workers:
     if not radius.min() > 0:
         return None  # only for coincident points, which tie-free columns cannot have
     counts = np.empty((2, n), dtype=np.int64)
-    _in_threads(_sorted_counts, n, workers, s, np.arange(n), pos_y, radius, counts)
+    in_threads(_sorted_counts, n, workers, s, np.arange(n), pos_y, radius, counts)
     out = np.empty((2, n), dtype=np.int64)
     out[:, order_x] = counts
     return out[0], out[1]

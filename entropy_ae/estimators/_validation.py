@@ -51,6 +51,23 @@ def warn(message: str) -> None:
     warnings.warn(message, EstimatorWarning, stacklevel=_caller_stacklevel())
 
 
+def collecting(function):
+    """``function`` made to return ``(result, messages)``: the messages it would :func:`warn`, kept apart.
+
+    It may then run in another thread (whose warnings would otherwise bypass the
+    caller's :func:`one_warning` call); the caller passes the messages to
+    :func:`warn` in the order it chooses.
+    """
+    def run():
+        previous = getattr(_COLLECTED, "messages", None)
+        _COLLECTED.messages = []
+        try:
+            return function(), _COLLECTED.messages
+        finally:
+            _COLLECTED.messages = previous
+    return run
+
+
 def one_warning(function):
     """Decorate a public estimator so that one call raises at most one EstimatorWarning.
 

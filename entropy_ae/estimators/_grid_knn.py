@@ -20,20 +20,17 @@ from scipy.spatial import cKDTree
 from ._kernels import keep_smallest
 from ._threads import in_threads
 
-#: Up to this dimension and from this many points on, :func:`grid_knn` replaces scipy's tree for the joint
-#: k-NN of KSG. Measured, 1 thread, k = 3, correlated 2-D normal scores, Euclidean, grid / tree: n = 1e3
-#: 1.9 / 1.1 ms, 2e3 2.1 / 2.2 ms, 5e3 3.8 / 5.8 ms, 1e4 6.3 / 12.2 ms, 1e5 55 / 173 ms (max-norm alike).
-#: In 3-D and 4-D the grid loses to the Euclidean tree at n = 1e4 (13 / 64 ms against 13 / 31 ms).
+#: Up to this dimension and from this many points on, :func:`grid_knn` replaces the tree for the joint
+#: k-NN of KSG: where it was faster (in 3-D and 4-D it loses to the tree; timings: the estimators
+#: benchmark page, "Timings behind the tuned constants").
 GRID_KNN_MAX_DIM = 2
 GRID_KNN_MIN_N = 2000
-#: Below this many points a 2-D k-NN sweeps along the sorted first axis instead (:func:`sweep_knn`): 1 thread,
-#: k = 3, correlated 2-D normal scores, Euclidean, sweep / grid / tree: n = 1e3 0.40 / 1.88 / 1.03 ms, 2e3
-#: 1.07 / 2.14 / 2.16 ms, 5e3 3.10 / 3.64 / 5.64 ms, 1e4 6.7 / 6.0 / 10.7 ms, 1e5 156 / 63 / 159 ms.
+#: Below this many points a 2-D k-NN sweeps along the sorted first axis instead (:func:`sweep_knn`), the
+#: fastest of sweep, grid and tree there (same page).
 SWEEP_KNN_MAX_N = 5000
 #: Points sampled to set the cell side: their k-th neighbour distance among themselves, rescaled to n ...
 _SIDE_SAMPLE = 512
-#: ... times this factor (n = 1e5, 2-D, with 2048 sampled points: 0.7 -> 86 ms, 1.0 -> 62 ms, 1.4 -> 55 ms,
-#: 2.0 -> 57 ms).
+#: ... times this factor, the fastest of those timed (same page).
 _SIDE_PER_DISTANCE = 1.4
 #: At most this many cells (an int64 offset each: 32 MiB).
 _MAX_CELLS = 2**22

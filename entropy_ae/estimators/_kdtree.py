@@ -9,7 +9,7 @@ visit). Distances are summed over the axes in order (Euclidean) or maximised
 (max-norm), the same arithmetic as the grid and the sweep of
 :mod:`._grid_knn`. It replaces scipy's ``cKDTree`` queries in
 ``_neighbors.knn_distances``, where it is faster at the sizes measured
-(below; tight boxes, and no per-query overhead).
+(tight boxes, and no per-query overhead; ``benchmarks/neighbors.py kdtree``).
 """
 
 from __future__ import annotations
@@ -20,11 +20,8 @@ from numba import njit
 from ._kernels import keep_smallest
 from ._threads import in_threads
 
-#: Points per leaf. Measured (``benchmarks/neighbors.py kdtree``), 1 thread, k = 3, Gaussian points,
-#: this tree / scipy's cKDTree queried in tree order, Euclidean (max-norm): d = 3, n = 1e5 0.11 / 0.19 s
-#: (0.12 / 0.25); d = 4, n = 1e4 15 / 23 ms (11 / 25); d = 8: n = 1e3 4.2 / 7.2 ms (2.4 / 6.8), 1e4
-#: 0.10 / 0.18 s (0.055 / 0.158), 1e5 2.6 / 5.8 s (1.3 / 3.5); d = 12, n = 1e4 0.46 / 0.79 s (0.21 / 0.55).
-#: Leaf size at d = 8, n = 1e5: 8 -> 3.1 s, 16 -> 2.6 s, 32 -> 3.2 s.
+#: Points per leaf: the fastest of 8, 16 and 32 at d = 8 (timings: the estimators benchmark page,
+#: "Timings behind the tuned constants").
 LEAF_SIZE = 16
 #: Depth-first stack of a query: more than twice the depth of any tree that fits in memory.
 _STACK = 256

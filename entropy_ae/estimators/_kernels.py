@@ -29,23 +29,18 @@ from numba import njit
 
 from ._threads import in_threads
 
-#: Up to this dimension :func:`grid_counts` beats the trees (n = 1e5, 2 threads, counts within the joint
-#: KSG radius of Gaussian 4 vs 4: 4-D max-norm 1.0-1.1 s against 3.2 s for scikit-learn, Euclidean 1.0-1.7 s
-#: against 4.2 s for scipy; 6-D max-norm only 10 % faster, 6-D Euclidean slower).
+#: Up to this dimension :func:`grid_counts` beats the trees for Euclidean balls ...
 GRID_MAX_DIM = 4
-#: With the max-norm the grid stays ahead further (n = 1e5, 2 threads, counts of the KSG marginals of
-#: d vs d' Gaussians, grid against scikit-learn's count_only over two processes: 5 vs 1 0.37 / 1.39 s,
-#: 5 vs 3 0.94 / 2.60 s, 6 vs 2 0.98 / 2.42 s, 7 vs 1 1.24 / 3.61 s; n = 1e4 equal, 0.08-0.16 s). Below
-#: n = 5e4 KSG takes the tree path only up to a joint dimension of 8, so its max-norm counts are 7-D at most.
+#: ... and with max-norm boxes up to this one. Below n = 5e4 KSG takes the tree path only up to a joint
+#: dimension of 8, so its max-norm counts are 7-D at most.
 GRID_MAX_DIM_MAX_NORM = 7
 #: Cell side as a fraction of the median radius, Euclidean and max-norm: the fastest in
-#: ``benchmarks/neighbors.py grid`` (1 thread, counts within the joint k-NN radius of Gaussian 4 vs 4, one
-#: 4-D marginal, n = 1e5, Euclidean / max-norm: side 0.5 -> 1.25 / 1.00 s, 0.7 -> 1.04 / 0.57 s, 0.8 -> 1.11 /
-#: 0.50 s, 1.0 -> 1.26 / 0.43 s, 1.2 -> 1.52 / 0.45 s; the same order at n = 1e4 and 3e4, and in 3-D) ...
+#: ``benchmarks/neighbors.py grid`` ...
 _CELL_PER_RADIUS = 0.7
 _CELL_PER_RADIUS_MAX_NORM = 1.0
 #: ... but at most this many cells (an int64 offset each: 32 MiB), which coarsens cells in sparse data.
 _MAX_CELLS = 2**22
+# (Timings behind these constants: the estimators benchmark page, "Timings behind the tuned constants".)
 # Vectorisable min/max in the distance loops (:func:`_add_distances` only): no NaN or inf reaches them
 # (inputs are validated as finite; the self-distance is set to inf after them, in code compiled without
 # these flags), and the sign of a zero difference does not matter.

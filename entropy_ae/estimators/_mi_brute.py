@@ -31,8 +31,8 @@ from ._kernels import keep_smallest
 from ._threads import in_threads
 
 #: The row buffers are padded to a multiple of this many entries (+inf), so the k-th smallest is found by
-#: halving the row ``_HALVINGS`` times into minima of sets of 2^_HALVINGS entries (5 measured 5-10 %
-#: faster than 3, 4, 6 or 7 at n = 1e4 and 3e4, 4 vs 4 dimensions, BI-KSG).
+#: halving the row ``_HALVINGS`` times into minima of sets of 2^_HALVINGS entries (5: the fastest of 3 to 7
+#: at 4 vs 4 dimensions).
 _HALVINGS = 5
 _PAD = 2**_HALVINGS
 # Vectorisable arithmetic: no NaN or inf reaches the distance loops (inputs are validated as finite), the

@@ -36,36 +36,25 @@ from ._kernels import GRID_MAX_DIM, GRID_MAX_DIM_MAX_NORM, grid_counts, ksg_coun
 from ._mi_brute import mi_counts_brute
 from ._threads import workers
 
-#: Above this dimension max-norm trees visit almost every leaf and brute force is faster
-#: (measured break-even near d = 24 at n = 2e4 on 2 CPU cores, torch).
+#: Above this dimension max-norm trees visit almost every leaf and brute force is faster.
 TREE_MAX_DIM = 20
-#: KSG counts by the compiled brute-force kernel above this joint dimension (2 threads, classic KSG counts,
-#: trees / kernel: D = 8: n = 5e3 0.10 / 0.07 s, 1e4 0.26 / 0.26 s, 2e4 0.61 / 0.95 s; D = 10: 1e4
-#: 0.48 / 0.36 s, 2e4 1.44 / 0.96 s; D = 12: 1e4 0.83 / 0.48 s, 2e4 2.07 / 1.37 s; D = 16: 1e4
-#: 2.5 / 0.31 s, 2e4 5.5 / 1.3 s) ...
+#: KSG counts by the compiled brute-force kernel above this joint dimension ...
 KSG_TREE_MAX_DIM = 8
 #: ... but the kernel's cost grows as n^2: from ``KSG_LARGE_N`` samples on, trees up to this joint
-#: dimension (n = 5e4: D = 10 3.9 / 8.9 s, D = 12 8.3 / 9.2 s, D = 16 47.6 / 7.4 s; n = 1e5, D = 10:
-#: 10.1 / 30.4 s).
+#: dimension.
 KSG_TREE_MAX_DIM_LARGE_N = 12
 KSG_LARGE_N = 50_000
 #: Small samples take the compiled brute force at a joint dimension D of 4 to 8, up to this many points
 #: (Euclidean balls, BI-KSG) ...: the measured crossover with the compiled kd-tree and the grid counts
-#: (``benchmarks/neighbors.py crossover``; 1 thread, correlated Gaussians split evenly, tree and grid / brute
-#: force: D = 4: n = 3e3 6.7 / 5.9 ms, 1e4 26 / 60 ms; D = 5: 3e3 12 / 7 ms, 1e4 48 / 67 ms; D = 6: 1e4
-#: 74 / 74 ms; D = 7: 1e4 0.13 / 0.07 s, 3e4 0.51 / 0.56 s; D = 8: 3e4 0.80 / 0.51 s, 1e5 3.9 / 11.1 s;
-#: interpolated on log n). The MI brute force (``_mi_brute``) handles four dimensions of a variable per pass,
-#: so its cost barely grows up to D = 8 ...
+#: (``benchmarks/neighbors.py crossover``, interpolated on log n). The MI brute force (``_mi_brute``) handles
+#: four dimensions of a variable per pass, so its cost barely grows up to D = 8 ...
 KSG_BRUTE_MAX_N = {4: 3_500, 5: 6_500, 6: 10_000, 7: 26_000, 8: 43_000}
-#: ... and with max-norm boxes, whose grid counts are faster (the same run: D = 4: 1e3 1.7 / 1.1 ms, 3e3
-#: 5.3 / 6.4 ms; D = 5: 3e3 8.0 / 7.5 ms, 1e4 32 / 73 ms; D = 6: 3e3 11 / 8 ms, 1e4 46 / 87 ms; D = 7: 1e4
-#: 71 / 68 ms, 3e4 0.28 / 0.67 s; D = 8: 1e4 0.10 / 0.06 s, 3e4 0.39 / 0.48 s).
+#: ... and with max-norm boxes, whose grid counts are faster.
 KSG_BRUTE_MAX_N_MAX_NORM = {4: 2_100, 5: 3_300, 6: 4_300, 7: 10_500, 8: 22_000}
 #: On the automatic path the GPU only pays off for large inputs.
 GPU_MIN_SAMPLES = 20_000
-#: Euclidean k-NN by matrix products beats the tree from a lower dimension
-#: (measured on 2 cores, n = 1e4: equal at d = 12; d = 16: 1.6 s brute force against 2.0 s for
-#: cKDTree; n = 3e4, d = 16: 9 s against 14 s).
+#: Euclidean k-NN by matrix products beats the tree from a lower dimension.
+#: (Timings behind these constants: the estimators benchmark page, "Timings behind the tuned constants".)
 EUCLIDEAN_TREE_MAX_DIM = 12
 #: Elements of one chunk of the distance matrix (float64: 8 bytes each): 128 MiB on the
 #: CPU, 1 GiB on a GPU (fewer, larger kernels; untested on a GPU so far).
@@ -179,7 +168,7 @@ def count_within(x: np.ndarray, radius: np.ndarray, metric: str = "chebyshev", d
     radius = radius * STRICT_SHRINK
     if dev is None and d == 1:
         # Exact and O(n log n): binary search on the sorted values, the queries in sorted order too
-        # (numpy narrows each search from the previous one: 2.7x faster at n = 1e5).
+        # (numpy narrows each search from the previous one).
         order = np.argsort(x[:, 0])
         s, r = x[order, 0], radius[order]
         out = np.empty(n, dtype=np.int64)

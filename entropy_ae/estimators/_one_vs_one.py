@@ -25,8 +25,7 @@ from ._neighbors import EUCLIDEAN_INFLATE, STRICT_SHRINK
 from ._validation import _normal_scores, radial_gaussianise, whiten
 
 #: Below this many rows the searches run in the calling thread: a second thread did not pay on the project's
-#: 2-core VM (whole default call, 1 / 2 threads: n = 1e3 1.2 / 2.1 ms, 1e4 10.4 / 11.4 ms, 3e4 33 / 35 ms,
-#: 1e5 100 / 90 ms).
+#: 2-core VM (timings: the estimators benchmark page, "Timings behind the tuned constants").
 THREADS_MIN_N = 50_000
 
 

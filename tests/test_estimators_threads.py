@@ -54,6 +54,23 @@ def test_alongside_reraises_and_still_waits_for_the_helper():
         _threads.alongside(lambda: (_ for _ in ()).throw(ValueError("first part failed")), lambda: 2, 2)
 
 
+def test_callers_in_several_threads_do_not_queue_behind_one_helper():
+    # Each caller's first part waits for the other's: with one shared helper thread the second would never
+    # start and the barrier would time out.
+    both = threading.Barrier(2, timeout=5)
+    results = []
+
+    def caller():
+        results.append(_threads.alongside(lambda: both.wait() in (0, 1), lambda: "second", 2))
+
+    callers = [threading.Thread(target=caller) for _ in range(2)]
+    for thread in callers:
+        thread.start()
+    for thread in callers:
+        thread.join(10)
+    assert results == [(True, "second")] * 2
+
+
 def test_warnings_of_both_parts_reach_the_one_warning_in_calling_order():
     @one_warning
     def call():

@@ -73,9 +73,9 @@ def alongside(first, second, workers: int):
     """``(first(), second())``; with ``workers`` > 1 the two run at once, each on its share of the threads.
 
     Each on its own core beats each split over all cores, whose items cost a
-    hand-off each. ``first`` runs in a helper thread of its own (never in the
-    kernels' pool, so the items of both share the pool without waiting on each
-    other), ``second`` in the caller's; :func:`workers` gives each its share.
+    hand-off each. ``first`` runs in a helper thread (never in the kernels'
+    pool, so the items of both share the pool without waiting on each other),
+    ``second`` in the caller's; :func:`workers` gives each its share.
     The numbers are those of running them one after the other.
     """
     if workers < 2:
@@ -136,5 +136,7 @@ def _pool(workers: int, pid: int) -> ThreadPoolExecutor:
 
 @functools.lru_cache(maxsize=2)
 def _helper(pid: int) -> ThreadPoolExecutor:
-    """The helper thread of :func:`alongside`, one per process (keyed as :func:`_pool`)."""
-    return ThreadPoolExecutor(1, thread_name_prefix="entropy-ae-alongside")
+    """The helper threads of :func:`alongside`, per process (keyed as :func:`_pool`): as many as there are
+    CPUs, started as needed, so that estimator calls made at once from several threads do not queue behind
+    one helper (one caller reuses one idle thread)."""
+    return ThreadPoolExecutor(max(2, os.cpu_count() or 1), thread_name_prefix="entropy-ae-alongside")

@@ -112,7 +112,7 @@ def grid_knn(x: np.ndarray, k: int, euclidean: bool, workers: int) -> np.ndarray
     margin = max(1e-7 * side, 16 * np.finfo(np.float64).eps * float(np.abs(x).max()))
     found = np.empty((n, k), dtype=np.float64)
     in_threads(_knn_kernel, n, workers, points, np.ascontiguousarray(cells[order]), starts, shape, strides,
-                origin.astype(np.float64), side, margin, k, euclidean, found)
+               origin.astype(np.float64), side, margin, k, euclidean, found)
     out = np.empty((n, k), dtype=np.float64)
     out[order] = np.sqrt(found) if euclidean else found
     return out

@@ -91,7 +91,7 @@ def grid_counts(x: np.ndarray, radius: np.ndarray, euclidean: bool, workers: int
     margin = max(1e-7 * side, 16 * np.finfo(np.float64).eps * float(np.abs(x).max()))
     counts = np.empty(n, dtype=np.int64)
     in_threads(_grid_kernel, n, workers, points, starts, shape, strides, origin.astype(np.float64), side,
-                margin, np.ascontiguousarray(radius[order], dtype=np.float64), euclidean, counts)
+               margin, np.ascontiguousarray(radius[order], dtype=np.float64), euclidean, counts)
     out = np.empty(n, dtype=np.int64)
     out[order] = counts
     return out

@@ -4,6 +4,10 @@ One public surface; the estimators are private and chosen with ``method=``.
 Inputs are numpy arrays or torch tensors of shape (n,) or (n, d), validated
 once here. Results are floats in nats unless ``base`` says otherwise.
 
+Threads: the compiled neighbour searches use ``torch.get_num_threads()``
+threads, and the numbers do not depend on how many. While an estimator runs,
+numpy's BLAS is limited to one thread (``_threads.one_blas_thread``).
+
 >>> import numpy as np
 >>> from entropy_ae.estimators import entropy, mutual_information
 >>> x = np.random.default_rng(0).standard_normal((2000, 2))

@@ -9,8 +9,8 @@ import torch
 from scipy.stats import chi, kstest
 
 import entropy_ae.estimators._kernels as kernels
-import entropy_ae.estimators._threads as _threads
 import entropy_ae.estimators._neighbors as neighbors
+import entropy_ae.estimators._threads as _threads
 from entropy_ae.estimators._neighbors import count_within, ksg_counts
 from entropy_ae.estimators._validation import radial_gaussianise
 

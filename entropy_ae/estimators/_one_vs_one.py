@@ -20,8 +20,8 @@ import numpy as np
 from numba import njit
 
 from ._grid_knn import SWEEP_KNN_MAX_N, _sweep_kernel, grid_knn
-from ._threads import in_threads
 from ._neighbors import EUCLIDEAN_INFLATE, STRICT_SHRINK
+from ._threads import in_threads
 from ._validation import _normal_scores, radial_gaussianise, whiten
 
 #: Below this many rows the searches run in the calling thread: a second thread did not pay on the project's

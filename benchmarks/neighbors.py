@@ -10,10 +10,13 @@
 * ``grid``: the grid counts (``_kernels.grid_counts``) within the joint k-NN radius of Gaussian
   d vs d (k = 3, one marginal) per cell side: what ``_CELL_PER_RADIUS`` (Euclidean) and
   ``_CELL_PER_RADIUS_MAX_NORM`` are set from.
+* ``minima``: the minima of the sets of a row in the MI brute force's k-th smallest, by halving the
+  row and in one pass (``_mi_brute._halved_minima``, ``_one_pass_minima``), per row length: what
+  ``_mi_brute._ONE_PASS_MIN_SETS`` is set from.
 
 Usage (from the repository root; 1 thread, nothing else running)::
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/neighbors.py [kdtree] [crossover] [single] [grid]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/neighbors.py [kdtree] [crossover] [single] [grid] [minima]
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from scipy.spatial import cKDTree
 from entropy_ae.estimators import _kernels
 from entropy_ae.estimators import _neighbors as neighbors
 from entropy_ae.estimators._kdtree import kdtree_knn
+from entropy_ae.estimators import _mi_brute
 from entropy_ae.estimators._mi_brute import mi_counts_brute
 from entropy_ae.estimators._mutual_info import _prepare, _shape_for
 
@@ -139,7 +143,28 @@ def grid() -> None:
                   + " | ".join(f"{t:.4f}" for t in times) + " |", flush=True)
 
 
-PARTS = {"kdtree": kdtree, "crossover": crossover, "single": single, "grid": grid}
+def minima() -> None:
+    print("| n | sets | halving us per row | one pass us per row | halving / one pass |\n|---|---|---|---|---|")
+    rng = np.random.default_rng(0)
+    calls = 2000
+    for n in (1000, 3000, 5000, 8000, 10000, 30000):
+        width = -(-n // _mi_brute._PAD) * _mi_brute._PAD
+        dx, dy = (np.full(width, np.inf, np.float32) for _ in range(2))
+        dx[:n], dy[:n] = rng.random(n), rng.random(n)  # the padding stays +inf, as in the kernel
+        scratch = np.empty(width // 2, np.float32)
+        per_row = []
+        for fn in (_mi_brute._halved_minima, _mi_brute._one_pass_minima):
+            fn(dx, dy, True, scratch)  # compiled before timing
+
+            def rows():
+                for _ in range(calls):
+                    fn(dx, dy, True, scratch)
+            per_row.append(median_time(rows) / calls * 1e6)
+        print(f"| {n:.0e} | {width // _mi_brute._PAD} | {per_row[0]:.2f} | {per_row[1]:.2f} "
+              f"| {per_row[0] / per_row[1]:.2f} |", flush=True)
+
+
+PARTS = {"kdtree": kdtree, "crossover": crossover, "single": single, "grid": grid, "minima": minima}
 
 
 def main() -> None:

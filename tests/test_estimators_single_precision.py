@@ -88,7 +88,10 @@ def test_sizes_around_the_padding_and_threads(n):
 @pytest.mark.parametrize("k", [1, 3, 7])
 def test_kth_smallest_joint_distance(k):
     rng = np.random.default_rng(k)
-    for width in (_mi_brute._PAD, 2 * _mi_brute._PAD, 10 * _mi_brute._PAD, 1024):  # multiples of the padding
+    # Multiples of the padding; the last two find the sets' minima by halving and in one pass.
+    sets = _mi_brute._ONE_PASS_MIN_SETS
+    for width in (_mi_brute._PAD, 2 * _mi_brute._PAD, 10 * _mi_brute._PAD, 1024, (sets - 1) * _mi_brute._PAD,
+                  (sets + 3) * _mi_brute._PAD):
         dx = rng.random(width).astype(np.float32)
         dy = np.round(rng.random(width), 1).astype(np.float32)  # ties in the joint distance
         dx[rng.integers(0, width, 3)] = np.inf

@@ -17,8 +17,8 @@ Against those back ends only a point within rounding of the radius can be
 counted differently (measured: about 1 count in 10^4 differs by one).
 
 Speed: two rows at a time share each load of a column; the distance loops, the
-k-th smallest (vertical minima over halves of the row, then only the few sets
-that can hold it) and the counts are written so that the compiler vectorises
+k-th smallest (vertical minima over sets of 32 entries of the row, then only
+the few sets that can hold it) and the counts are written so that the compiler vectorises
 them.
 """
 
@@ -30,11 +30,14 @@ from numba import njit
 from ._kernels import keep_smallest
 from ._threads import in_threads
 
-#: The row buffers are padded to a multiple of this many entries (+inf), so the k-th smallest is found by
-#: halving the row ``_HALVINGS`` times into minima of sets of 2^_HALVINGS entries (5: the fastest of 3 to 7
-#: at 4 vs 4 dimensions).
-_HALVINGS = 5
-_PAD = 2**_HALVINGS
+#: The row buffers are padded to a multiple of this many entries (+inf): the k-th smallest joint distance
+#: is found from the minima of len / _PAD sets of _PAD entries each, {s + q * len / _PAD} (32: the fastest
+#: of 8 to 128 at 4 vs 4 dimensions) ...
+_PAD = 32
+#: ... computed in one pass over the row from this many sets on, by halving the row below
+#: (``benchmarks/neighbors.py minima``; timings: the estimators benchmark page, "Timings behind the tuned
+#: constants").
+_ONE_PASS_MIN_SETS = 256
 # Vectorisable arithmetic: no NaN or inf reaches the distance loops (inputs are validated as finite), the
 # sign of a zero difference does not matter, and a * b + c may be fused.
 _FASTMATH = {"nnan", "ninf", "nsz", "contract"}
@@ -162,28 +165,74 @@ def _halve(source, half):
 
 
 @njit(nogil=True, cache=True)
+def _set_minima(dx, dy, euclidean, minima):
+    """minima[s] <- the minimum joint distance over the set {s + q * sets}, q < _PAD, s < sets = len / _PAD.
+
+    ``minima`` has length len / 2: short rows are halved into it, longer ones take one pass.
+    """
+    if len(dx) // _PAD < _ONE_PASS_MIN_SETS:
+        _halved_minima(dx, dy, euclidean, minima)
+    else:
+        _one_pass_minima(dx, dy, euclidean, minima)
+
+
+@njit(nogil=True, cache=True)
+def _halved_minima(dx, dy, euclidean, minima):
+    """:func:`_set_minima` by halving the row log2(_PAD) times (short loops stay long)."""
+    sets = len(dx) // _PAD
+    half = len(dx) // 2
+    _halve_joint(dx, dy, euclidean, minima, half)
+    while half > sets:
+        half //= 2
+        _halve(minima, half)
+
+
+@njit(nogil=True, cache=True, fastmath=_FASTMATH_INF)
+def _one_pass_minima(dx, dy, euclidean, minima):
+    """:func:`_set_minima` as running minima over the _PAD blocks of the row: one read of it, no writes
+    beyond the minima."""
+    sets = len(dx) // _PAD
+    minima[:sets] = np.inf
+    for block in range(_PAD):
+        b = block * sets
+        if euclidean:
+            for s in range(sets):
+                v = dx[b + s] + dy[b + s]
+                minima[s] = v if v < minima[s] else minima[s]
+        else:
+            for s in range(sets):
+                v = max(dx[b + s], dy[b + s])
+                minima[s] = v if v < minima[s] else minima[s]
+
+
+@njit(nogil=True, cache=True)
 def _kth_smallest(dx, dy, euclidean, minima, best):
     """The len(best)-th smallest joint distance (dx, dy of a length that is a multiple of _PAD), exactly.
 
-    Halving the row _HALVINGS times leaves the minima of the sets {s + q * sets}.
+    ``minima`` is scratch space of length len(dx) // 2.
+    """
+    _set_minima(dx, dy, euclidean, minima)
+    return _kth_from_minima(dx, dy, euclidean, minima[:len(dx) // _PAD], best)
+
+
+@njit(nogil=True, cache=True)
+def _kth_from_minima(dx, dy, euclidean, minima, best):
+    """The len(best)-th smallest joint distance, given the minima of its sets (:func:`_set_minima`).
+
     The k smallest minima are k entries, so the k-th smallest entry is at most
     the k-th smallest minimum, and every entry up to it lies in a set whose
     minimum is at most that too: only those sets are searched.
     """
-    half = len(dx) // 2
-    _halve_joint(dx, dy, euclidean, minima, half)
-    for _ in range(_HALVINGS - 1):
-        half //= 2
-        _halve(minima, half)
+    sets = len(minima)
     best[:] = np.inf
-    for s in range(half):
+    for s in range(sets):
         keep_smallest(best, minima[s])
     limit = best[-1]
     best[:] = np.inf
-    for s in range(half):
+    for s in range(sets):
         if minima[s] <= limit:
             for q in range(_PAD):
-                v = _joint(dx, dy, s + q * half, euclidean)
+                v = _joint(dx, dy, s + q * sets, euclidean)
                 if v <= limit:  # no larger entry can be among the k smallest
                     keep_smallest(best, v)
     return best[-1]

@@ -10,13 +10,17 @@
 * ``grid``: the grid counts (``_kernels.grid_counts``) within the joint k-NN radius of Gaussian
   d vs d (k = 3, one marginal) per cell side: what ``_CELL_PER_RADIUS`` (Euclidean) and
   ``_CELL_PER_RADIUS_MAX_NORM`` are set from.
+* ``sweep``: the 2-D k-NN (k = 3) by the sorted sweep (``_grid_knn._sweep_kernel``, and its k = 3
+  kernel ``_sweep_kernel_3``), by the grid (``grid_knn``) and by the kd-tree, on fresh correlated
+  Gaussian points for every repeat (a kernel timed on the same points again and again runs faster
+  than on new ones: the branch predictor learns them): what ``SWEEP_KNN_MAX_N`` is set from.
 * ``minima``: the minima of the sets of a row in the MI brute force's k-th smallest, by halving the
   row and in one pass (``_mi_brute._halved_minima``, ``_one_pass_minima``), per row length: what
   ``_mi_brute._ONE_PASS_MIN_SETS`` is set from.
 
 Usage (from the repository root; 1 thread, nothing else running)::
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/neighbors.py [kdtree] [crossover] [single] [grid] [minima]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/neighbors.py [kdtree] [crossover] [single] [grid] [sweep] [minima]
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from scipy.spatial import cKDTree
 
 from entropy_ae.estimators import _kernels
 from entropy_ae.estimators import _neighbors as neighbors
+from entropy_ae.estimators import _grid_knn
 from entropy_ae.estimators._kdtree import kdtree_knn
 from entropy_ae.estimators import _mi_brute
 from entropy_ae.estimators._mi_brute import mi_counts_brute
@@ -143,6 +148,34 @@ def grid() -> None:
                   + " | ".join(f"{t:.4f}" for t in times) + " |", flush=True)
 
 
+def sweep() -> None:
+    names = ("sweep, general kernel", "sweep, k = 3 kernel", "grid", "kd-tree")
+    print("| rho | n | " + " | ".join(f"{name} ms" for name in names) + " |\n|---|---|" + "---|" * len(names))
+
+    def swept(kernel):
+        def run(points):
+            found = np.empty((len(points), 3))
+            kernel(points, 3, True, found, 0, len(points))
+            return found
+        return run
+
+    methods = (swept(_grid_knn._sweep_kernel), swept(_grid_knn._sweep_kernel_3),
+               lambda points: _grid_knn.grid_knn(points, 3, True, 1), lambda points: kdtree_knn(points, 3, True, 1))
+    for rho in (0.6, 0.93):
+        for n in (1000, 3000, 5000, 10000, 20000, 50000):
+            times = [[] for _ in methods]
+            for seed in range(21 if n <= 10000 else 5):
+                rng = np.random.default_rng(seed)
+                x = rng.standard_normal(n)
+                points = np.column_stack([x, rho * x + np.sqrt(1 - rho**2) * rng.standard_normal(n)])
+                points = np.ascontiguousarray(points[np.argsort(points[:, 0])])  # the sweep's order
+                for method, spent in zip(methods, times):
+                    method(points[:64])  # compiled before timing
+                    spent.append(median_time(lambda: method(points), 1))
+            print(f"| {rho} | {n:.0e} | " + " | ".join(f"{np.median(t) * 1e3:.3f}" for t in times) + " |",
+                  flush=True)
+
+
 def minima() -> None:
     print("| n | sets | halving us per row | one pass us per row | halving / one pass |\n|---|---|---|---|---|")
     rng = np.random.default_rng(0)
@@ -164,7 +197,7 @@ def minima() -> None:
               f"| {per_row[0] / per_row[1]:.2f} |", flush=True)
 
 
-PARTS = {"kdtree": kdtree, "crossover": crossover, "single": single, "grid": grid, "minima": minima}
+PARTS = {"kdtree": kdtree, "crossover": crossover, "single": single, "grid": grid, "sweep": sweep, "minima": minima}
 
 
 def main() -> None:

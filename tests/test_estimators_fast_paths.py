@@ -95,15 +95,16 @@ def test_grid_knn_equals_tree(d, euclidean, data):
 @pytest.mark.parametrize("euclidean", [True, False])
 @pytest.mark.parametrize("data", ["continuous", "quantised", "correlated"])
 @pytest.mark.parametrize("workers", [1, 2])
-def test_sweep_knn_equals_tree(euclidean, data, workers):
+@pytest.mark.parametrize("k", [3, 2, 5])  # k = 3 has a kernel of its own (_sweep_kernel_3)
+def test_sweep_knn_equals_tree(euclidean, data, workers, k):
     rng = np.random.default_rng(5)
     x = rng.standard_normal((3000, 2))
     if data == "quantised":
         x = np.round(x, 1)  # ties along the sorted axis and duplicate points (distance 0)
     elif data == "correlated":
         x[:, 1] = 0.99 * x[:, 0] + 0.14 * x[:, 1]
-    ref = cKDTree(x).query(x, k=4, p=2.0 if euclidean else np.inf)[0][:, 1:]
-    np.testing.assert_array_equal(sweep_knn(x, 3, euclidean, workers), ref)
+    ref = cKDTree(x).query(x, k=k + 1, p=2.0 if euclidean else np.inf)[0][:, 1:]
+    np.testing.assert_array_equal(sweep_knn(x, k, euclidean, workers), ref)
 
 
 @pytest.mark.parametrize("metric", ["euclidean", "chebyshev"])

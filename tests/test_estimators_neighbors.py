@@ -11,6 +11,7 @@ from scipy.stats import chi, kstest
 import entropy_ae.estimators._kernels as kernels
 import entropy_ae.estimators._neighbors as neighbors
 import entropy_ae.estimators._threads as _threads
+from entropy_ae.estimators._grid_knn import SWEEP_KNN_MAX_N_K3
 from entropy_ae.estimators._neighbors import count_within, ksg_counts
 from entropy_ae.estimators._validation import radial_gaussianise
 
@@ -166,11 +167,12 @@ EUCLIDEAN_MAX, MAX_NORM_MAX = neighbors.KSG_BRUTE_MAX_N, neighbors.KSG_BRUTE_MAX
       for d in (4, 6, 8) for step, want in ((0, "compiled"), (1, "trees"))],
     *[(EUCLIDEAN_MAX[d] + step, d, "euclidean", want)
       for d in (4, 8) for step, want in ((0, "compiled"), (1, "trees"))],
-    (1_000, 2, "chebyshev", "sweep"), (10_000, 2, "chebyshev", "grid")])
+    (1_000, 2, "chebyshev", "sweep"), (SWEEP_KNN_MAX_N_K3 - 1, 2, "chebyshev", "sweep"),
+    (SWEEP_KNN_MAX_N_K3, 2, "chebyshev", "grid")])
 def test_ksg_counts_choose_trees_or_compiled_by_dimension_and_size(n, joint_dim, metric, want, monkeypatch):
     """The compiled brute force grows as n^2: above 8 joint dimensions it is chosen only below KSG_LARGE_N,
     from 4 on for small n (KSG_BRUTE_MAX_N, KSG_BRUTE_MAX_N_MAX_NORM); the 2-D joint k-NN sweeps below
-    SWEEP_KNN_MAX_N and takes the grid from there on."""
+    SWEEP_KNN_MAX_N_K3 (k = 3) and takes the grid from there on."""
     used = []
     monkeypatch.setattr(neighbors, "grid_knn", lambda *a: used.append("grid") or np.ones((n, 3)))
     monkeypatch.setattr(neighbors, "sweep_knn", lambda *a: used.append("sweep") or np.ones((n, 3)))

@@ -26,8 +26,10 @@ from ._threads import in_threads
 GRID_KNN_MAX_DIM = 2
 GRID_KNN_MIN_N = 2000
 #: Below this many points a 2-D k-NN sweeps along the sorted first axis instead (:func:`sweep_knn`), the
-#: fastest of sweep, grid and tree there (same page).
+#: fastest of sweep, grid and tree there (``benchmarks/neighbors.py sweep``; same page) ...
 SWEEP_KNN_MAX_N = 5000
+#: ... and below this many for k = 3, whose sweep has a faster kernel (:func:`_sweep_kernel_3`).
+SWEEP_KNN_MAX_N_K3 = 15_000
 #: Points sampled to set the cell side: their k-th neighbour distance among themselves, rescaled to n ...
 _SIDE_SAMPLE = 512
 #: ... times this factor, the fastest of those timed (same page).
@@ -47,7 +49,7 @@ def sweep_knn(x: np.ndarray, k: int, euclidean: bool, workers: int) -> np.ndarra
     order = np.argsort(x[:, 0], kind="stable")
     points = np.ascontiguousarray(x[order], dtype=np.float64)
     found = np.empty((len(x), k), dtype=np.float64)
-    in_threads(_sweep_kernel, len(x), workers, points, k, euclidean, found)
+    in_threads(sweep_kernel(k), len(x), workers, points, k, euclidean, found)
     out = np.empty((len(x), k), dtype=np.float64)
     out[order] = np.sqrt(found) if euclidean else found
     return out
@@ -71,6 +73,46 @@ def _sweep_kernel(points, k, euclidean, out, start, stop):
                 keep_smallest(best, dist)
                 q += step
         out[p, :] = best
+
+
+def sweeps(n: int, k: int) -> bool:
+    """Whether the 2-D k-NN of n points takes the sweep (:func:`sweep_knn`) rather than the grid."""
+    return n < (SWEEP_KNN_MAX_N_K3 if k == 3 else SWEEP_KNN_MAX_N)
+
+
+def sweep_kernel(k: int):
+    """The compiled sweep for k neighbours: :func:`_sweep_kernel_3` for k = 3 (the estimators' default),
+    else :func:`_sweep_kernel`; both take (points, k, euclidean, out, start, stop)."""
+    return _sweep_kernel_3 if k == 3 else _sweep_kernel
+
+
+@njit(nogil=True, cache=True)
+def _sweep_kernel_3(points, k, euclidean, out, start, stop):
+    """:func:`_sweep_kernel` for k = 3, its three smallest distances held in scalars and updated by
+    minima and maxima instead of an insertion: on fresh data the insertion's branch is mispredicted
+    on most visits (``benchmarks/neighbors.py sweep``). The same three numbers."""
+    n = points.shape[0]
+    inf = np.inf
+    for p in range(start, stop):
+        b0, b1, b2 = inf, inf, inf  # ascending
+        x0, y0 = points[p, 0], points[p, 1]
+        for step in (-1, 1):
+            q = p + step
+            while 0 <= q < n:
+                t = points[q, 0] - x0
+                gap = t * t if euclidean else abs(t)
+                if gap >= b2:  # this point and every later one along the axis are no closer
+                    break
+                u = points[q, 1] - y0
+                v = gap + u * u if euclidean else max(gap, abs(u))
+                # The three smallest of {b0, b1, b2, v}, ascending.
+                a = b1 if b1 > v else v
+                b2 = b2 if b2 < a else a
+                a = b0 if b0 > v else v
+                b1 = b1 if b1 < a else a
+                b0 = b0 if b0 < v else v
+                q += step
+        out[p, 0], out[p, 1], out[p, 2] = b0, b1, b2
 
 
 def _cell_side(x: np.ndarray, k: int, euclidean: bool) -> float:

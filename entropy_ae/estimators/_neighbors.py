@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
-from ._grid_knn import GRID_KNN_MAX_DIM, GRID_KNN_MIN_N, SWEEP_KNN_MAX_N, grid_knn, sweep_knn
+from ._grid_knn import GRID_KNN_MAX_DIM, GRID_KNN_MIN_N, grid_knn, sweep_knn, sweeps
 from ._kdtree import kdtree_knn
 from ._kernels import GRID_MAX_DIM, GRID_MAX_DIM_MAX_NORM, grid_counts, ksg_counts_brute
 from ._mi_brute import mi_counts_brute
@@ -210,7 +210,7 @@ def ksg_counts(blocks: list[np.ndarray], subsets: list[tuple[int, ...]], k: int,
 
     Up to a joint dimension of ``KSG_TREE_MAX_DIM`` on the CPU (``KSG_TREE_MAX_DIM_LARGE_N``
     from ``KSG_LARGE_N`` samples on): a tree (in 2-D from ``GRID_KNN_MIN_N`` points on, a
-    grid, below ``SWEEP_KNN_MAX_N`` a sorted sweep) for the joint k-NN, then :func:`count_within` per subset. Above it, for small
+    grid, below ``SWEEP_KNN_MAX_N`` or, for k = 3, ``SWEEP_KNN_MAX_N_K3`` a sorted sweep) for the joint k-NN, then :func:`count_within` per subset. Above it, for small
     samples (``KSG_BRUTE_MAX_N``, ``KSG_BRUTE_MAX_N_MAX_NORM``), or with
     ``device=``) brute force, where one pass serves all: the joint max-norm
     distance is the maximum of the per-block distances (the joint squared
@@ -226,7 +226,7 @@ def ksg_counts(blocks: list[np.ndarray], subsets: list[tuple[int, ...]], k: int,
     if dev is None and n <= (KSG_BRUTE_MAX_N if metric == "euclidean" else KSG_BRUTE_MAX_N_MAX_NORM).get(d, 0):
         dev = torch.device("cpu")  # the compiled brute force below
     inflate = 1.0 if metric == "chebyshev" else EUCLIDEAN_INFLATE
-    if dev is None and d == 2 and n < SWEEP_KNN_MAX_N:
+    if dev is None and d == 2 and sweeps(n, k):
         eps = sweep_knn(joint, k, metric == "euclidean", workers())[:, -1] * inflate
         return [count_within(np.hstack([blocks[p] for p in parts]), eps, metric) for parts in subsets]
     if dev is None and d <= GRID_KNN_MAX_DIM and n >= GRID_KNN_MIN_N:

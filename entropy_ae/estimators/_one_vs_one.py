@@ -19,7 +19,7 @@ import functools
 import numpy as np
 from numba import njit
 
-from ._grid_knn import SWEEP_KNN_MAX_N, _sweep_kernel, grid_knn
+from ._grid_knn import grid_knn, sweep_kernel, sweeps
 from ._neighbors import EUCLIDEAN_INFLATE, STRICT_SHRINK
 from ._threads import in_threads
 from ._validation import _normal_scores, radial_gaussianise, whiten
@@ -83,9 +83,9 @@ def one_vs_one_counts(order_x: np.ndarray, order_y: np.ndarray, k: int, workers:
     rank_y[order_y] = np.arange(n)
     pos_y = rank_y[order_x]  # the y rank of the point at each x position
     points = np.ascontiguousarray(np.column_stack([s, s[pos_y]]))  # sorted by x, as the sweep needs
-    if n < SWEEP_KNN_MAX_N:
+    if sweeps(n, k):
         found = np.empty((n, k))
-        in_threads(_sweep_kernel, n, workers, points, k, True, found)
+        in_threads(sweep_kernel(k), n, workers, points, k, True, found)
         eps = np.sqrt(found[:, -1])
     else:
         eps = grid_knn(points, k, True, workers)[:, -1]

@@ -17,7 +17,7 @@ import numpy as np
 from numba import njit
 from scipy.spatial import cKDTree
 
-from ._kernels import keep_smallest
+from ._kernels import keep_smallest, three_smallest
 from ._threads import in_threads
 
 #: Up to this dimension and from this many points on, :func:`grid_knn` replaces the tree for the joint
@@ -88,9 +88,8 @@ def sweep_kernel(k: int):
 
 @njit(nogil=True, cache=True)
 def _sweep_kernel_3(points, k, euclidean, out, start, stop):
-    """:func:`_sweep_kernel` for k = 3, its three smallest distances held in scalars and updated by
-    minima and maxima instead of an insertion: on fresh data the insertion's branch is mispredicted
-    on most visits (``benchmarks/neighbors.py sweep``). The same three numbers."""
+    """:func:`_sweep_kernel` for k = 3, its three smallest distances held in scalars
+    (:func:`._kernels.three_smallest`). The same three numbers."""
     n = points.shape[0]
     inf = np.inf
     for p in range(start, stop):
@@ -105,12 +104,7 @@ def _sweep_kernel_3(points, k, euclidean, out, start, stop):
                     break
                 u = points[q, 1] - y0
                 v = gap + u * u if euclidean else max(gap, abs(u))
-                # The three smallest of {b0, b1, b2, v}, ascending.
-                a = b1 if b1 > v else v
-                b2 = b2 if b2 < a else a
-                a = b0 if b0 > v else v
-                b1 = b1 if b1 < a else a
-                b0 = b0 if b0 < v else v
+                b0, b1, b2 = three_smallest(b0, b1, b2, v)
                 q += step
         out[p, 0], out[p, 1], out[p, 2] = b0, b1, b2
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ._kernels import keep_smallest
+from ._kernels import keep_smallest, three_smallest
 from ._threads import in_threads
 
 #: The row buffers are padded to a multiple of this many entries (+inf): the k-th smallest joint distance
@@ -223,6 +223,8 @@ def _kth_from_minima(dx, dy, euclidean, minima, best):
     the k-th smallest minimum, and every entry up to it lies in a set whose
     minimum is at most that too: only those sets are searched.
     """
+    if len(best) == 3:
+        return _kth_from_minima_3(dx, dy, euclidean, minima)
     sets = len(minima)
     best[:] = np.inf
     for s in range(sets):
@@ -236,6 +238,23 @@ def _kth_from_minima(dx, dy, euclidean, minima, best):
                 if v <= limit:  # no larger entry can be among the k smallest
                     keep_smallest(best, v)
     return best[-1]
+
+
+@njit(nogil=True, cache=True)
+def _kth_from_minima_3(dx, dy, euclidean, minima):
+    """:func:`_kth_from_minima` for k = 3, the three smallest held in scalars (``three_smallest``)."""
+    sets = len(minima)
+    inf = np.float32(np.inf)
+    b0, b1, b2 = inf, inf, inf
+    for s in range(sets):
+        b0, b1, b2 = three_smallest(b0, b1, b2, minima[s])
+    limit = b2
+    b0, b1, b2 = inf, inf, inf
+    for s in range(sets):
+        if minima[s] <= limit:
+            for q in range(_PAD):
+                b0, b1, b2 = three_smallest(b0, b1, b2, _joint(dx, dy, s + q * sets, euclidean))
+    return b2
 
 
 @njit(nogil=True, cache=True, fastmath=_FASTMATH_COUNTS)

@@ -18,8 +18,8 @@ counted differently (measured: about 1 count in 10^4 differs by one).
 
 Speed: two rows at a time share each load of a column; the distance loops, the
 k-th smallest (vertical minima over sets of 32 entries of the row, then only
-the few sets that can hold it) and the counts are written so that the compiler vectorises
-them.
+the few sets that can hold it) and the counts are written so that the compiler
+vectorises them.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from ._threads import in_threads
 
 #: The row buffers are padded to a multiple of this many entries (+inf): the k-th smallest joint distance
 #: is found from the minima of len / _PAD sets of _PAD entries each, {s + q * len / _PAD} (32: the fastest
-#: of 8 to 128 at 4 vs 4 dimensions) ...
+#: of sets of 8 to 128 at 4 vs 4 dimensions, n = 1e4 and 3e4) ...
 _PAD = 32
 #: ... computed in one pass over the row from this many sets on, by halving the row below
 #: (``benchmarks/neighbors.py minima``; timings: the estimators benchmark page, "Timings behind the tuned

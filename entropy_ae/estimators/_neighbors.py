@@ -210,7 +210,8 @@ def ksg_counts(blocks: list[np.ndarray], subsets: list[tuple[int, ...]], k: int,
 
     Up to a joint dimension of ``KSG_TREE_MAX_DIM`` on the CPU (``KSG_TREE_MAX_DIM_LARGE_N``
     from ``KSG_LARGE_N`` samples on): a tree (in 2-D from ``GRID_KNN_MIN_N`` points on, a
-    grid, below ``SWEEP_KNN_MAX_N`` or, for k = 3, ``SWEEP_KNN_MAX_N_K3`` a sorted sweep) for the joint k-NN, then :func:`count_within` per subset. Above it, for small
+    grid, below ``SWEEP_KNN_MAX_N`` or, for k = 3, ``SWEEP_KNN_MAX_N_K3`` a sorted sweep) for
+    the joint k-NN, then :func:`count_within` per subset. Above it, for small
     samples (``KSG_BRUTE_MAX_N``, ``KSG_BRUTE_MAX_N_MAX_NORM``), or with
     ``device=``) brute force, where one pass serves all: the joint max-norm
     distance is the maximum of the per-block distances (the joint squared

@@ -88,13 +88,18 @@ def test_sizes_around_the_padding_and_threads(n):
 @pytest.mark.parametrize("k", [1, 3, 7])
 def test_kth_smallest_joint_distance(k):
     rng = np.random.default_rng(k)
-    # Multiples of the padding; the last two find the sets' minima by halving and in one pass.
+    # Multiples of the padding (17 sets: one group of minima and one of a single set, for k = 3); the last two
+    # find the sets' minima by halving and in one pass.
     sets = _mi_brute._ONE_PASS_MIN_SETS
-    for width in (_mi_brute._PAD, 2 * _mi_brute._PAD, 10 * _mi_brute._PAD, 1024, (sets - 1) * _mi_brute._PAD,
-                  (sets + 3) * _mi_brute._PAD):
+    pad = _mi_brute._PAD
+    for width, planted in [(w, p) for w in (pad, 2 * pad, 10 * pad, 1024, 17 * pad, (sets - 1) * pad, (sets + 3) * pad)
+                           for p in (False, True)]:
         dx = rng.random(width).astype(np.float32)
         dy = np.round(rng.random(width), 1).astype(np.float32)  # ties in the joint distance
         dx[rng.integers(0, width, 3)] = np.inf
+        if planted:  # the smallest entries all in one set (and one group of sets), the rest far larger
+            dx += 10
+            dx[rng.integers(0, width // pad) + (width // pad) * rng.choice(pad, 4, replace=False)] = [3, 1, 2, 0.5]
         minima = np.empty(width // 2, np.float32)
         best = np.empty(k, np.float32)
         for euclidean in (True, False):

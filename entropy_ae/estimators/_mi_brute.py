@@ -38,6 +38,9 @@ _PAD = 32
 #: (``benchmarks/neighbors.py minima``; timings: the estimators benchmark page, "Timings behind the tuned
 #: constants").
 _ONE_PASS_MIN_SETS = 256
+#: For k = 3 the set minima are searched through the minima of groups of this many (``_kth_from_minima_3``):
+#: the scalar scan of three smallest is a chain of dependent min/max, so fewer entries in it is faster.
+_GROUP = 16
 # Vectorisable arithmetic: no NaN or inf reaches the distance loops (inputs are validated as finite), the
 # sign of a zero difference does not matter, and a * b + c may be fused.
 _FASTMATH = {"nnan", "ninf", "nsz", "contract"}
@@ -212,7 +215,10 @@ def _kth_smallest(dx, dy, euclidean, minima, best):
     ``minima`` is scratch space of length len(dx) // 2.
     """
     _set_minima(dx, dy, euclidean, minima)
-    return _kth_from_minima(dx, dy, euclidean, minima[:len(dx) // _PAD], best)
+    sets = len(dx) // _PAD
+    if len(best) == 3:
+        return _kth_from_minima_3(dx, dy, euclidean, minima[:sets], minima[sets:])
+    return _kth_from_minima(dx, dy, euclidean, minima[:sets], best)
 
 
 @njit(nogil=True, cache=True)
@@ -223,8 +229,6 @@ def _kth_from_minima(dx, dy, euclidean, minima, best):
     the k-th smallest minimum, and every entry up to it lies in a set whose
     minimum is at most that too: only those sets are searched.
     """
-    if len(best) == 3:
-        return _kth_from_minima_3(dx, dy, euclidean, minima)
     sets = len(minima)
     best[:] = np.inf
     for s in range(sets):
@@ -241,19 +245,40 @@ def _kth_from_minima(dx, dy, euclidean, minima, best):
 
 
 @njit(nogil=True, cache=True)
-def _kth_from_minima_3(dx, dy, euclidean, minima):
-    """:func:`_kth_from_minima` for k = 3, the three smallest held in scalars (``three_smallest``)."""
+def _kth_from_minima_3(dx, dy, euclidean, minima, groups):
+    """:func:`_kth_from_minima` for k = 3, the three smallest held in scalars (``three_smallest``), with
+    the minima searched in two levels: ``groups`` (scratch, at least len(minima) / _GROUP long) takes the
+    minimum of every _GROUP consecutive set minima.
+
+    The same argument one level up: the third smallest group minimum bounds the
+    third smallest set minimum, and every set minimum up to it lies in a group
+    whose minimum is at most that too.
+    """
     sets = len(minima)
+    n_groups = -(-sets // _GROUP)
     inf = np.float32(np.inf)
+    for g in range(n_groups):
+        low = inf
+        for s in range(g * _GROUP, min(sets, (g + 1) * _GROUP)):
+            low = minima[s] if minima[s] < low else low
+        groups[g] = low
     b0, b1, b2 = inf, inf, inf
-    for s in range(sets):
-        b0, b1, b2 = three_smallest(b0, b1, b2, minima[s])
+    for g in range(n_groups):
+        b0, b1, b2 = three_smallest(b0, b1, b2, groups[g])
+    bound = b2
+    b0, b1, b2 = inf, inf, inf
+    for g in range(n_groups):
+        if groups[g] <= bound:
+            for s in range(g * _GROUP, min(sets, (g + 1) * _GROUP)):
+                b0, b1, b2 = three_smallest(b0, b1, b2, minima[s])
     limit = b2
     b0, b1, b2 = inf, inf, inf
-    for s in range(sets):
-        if minima[s] <= limit:
-            for q in range(_PAD):
-                b0, b1, b2 = three_smallest(b0, b1, b2, _joint(dx, dy, s + q * sets, euclidean))
+    for g in range(n_groups):
+        if groups[g] <= limit:
+            for s in range(g * _GROUP, min(sets, (g + 1) * _GROUP)):
+                if minima[s] <= limit:
+                    for q in range(_PAD):
+                        b0, b1, b2 = three_smallest(b0, b1, b2, _joint(dx, dy, s + q * sets, euclidean))
     return b2
 
 

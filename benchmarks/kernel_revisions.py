@@ -2,15 +2,18 @@
 
 * ``grid``: the grid counts (``_kernels.grid_counts``) within the joint k-NN radius (k = 3) of
   Gaussian d vs d pairs, one marginal, each revision with its own defaults (cell side included).
+* ``kdtree``: the k-NN distances (``_kdtree.kdtree_knn``, k = 3) in the joint space of the same pairs.
 * ``brute``: the MI brute force (``_mi_brute.mi_counts_brute``, both marginals, k = 3) on the
   prepared d vs d pairs of the default call (Euclidean: radially Gaussianised) and of max-norm KSG.
 
-1 thread; the table gives the best of the repeats, the ratio, and whether every count is equal.
+1 thread; the table gives the best of the repeats, the ratio, and whether every count (or distance) is
+equal.
 
 Usage (from the repository root; nothing else running)::
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/kernel_revisions.py grid 39be744
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/kernel_revisions.py brute 13f1286
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/kernel_revisions.py kdtree 7f1e7f7
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from entropy_ae.estimators import _kernels, _mi_brute
+from entropy_ae.estimators import _kdtree, _kernels, _mi_brute
 from entropy_ae.estimators._kdtree import kdtree_knn
 from entropy_ae.estimators._mutual_info import _prepare, _shape_for
 
@@ -34,6 +37,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PARTS = {
     "grid": ("_kernels", ((2, 30000), (3, 30000), (3, 100000), (4, 30000), (4, 100000)),
              lambda module, blocks, radius, euclidean: module.grid_counts(blocks[0], radius, euclidean, 1)),
+    "kdtree": ("_kdtree", ((2, 30000), (2, 100000), (4, 30000), (4, 100000), (6, 30000)),
+               lambda module, blocks, radius, euclidean: module.kdtree_knn(np.hstack(blocks), 3, euclidean, 1)),
     "brute": ("_mi_brute", ((4, 3000), (4, 10000), (4, 30000), (8, 10000)),
               lambda module, blocks, radius, euclidean: np.stack(module.mi_counts_brute(*blocks, 3, euclidean, 1))),
 }
@@ -58,7 +63,7 @@ def main() -> None:
     part, revision = sys.argv[1:]
     torch.set_num_threads(1)
     name, cases, call = PARTS[part]
-    modules = (module_at(revision, name), {"_kernels": _kernels, "_mi_brute": _mi_brute}[name])
+    modules = (module_at(revision, name), {"_kernels": _kernels, "_mi_brute": _mi_brute, "_kdtree": _kdtree}[name])
     print(f"| d | n | metric | {revision} s | now s | then / now | counts equal |\n|---|---|---|---|---|---|---|")
     rng = np.random.default_rng(0)
     for d, n in cases:

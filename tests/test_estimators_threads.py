@@ -87,12 +87,13 @@ def test_warnings_of_both_parts_reach_the_one_warning_in_calling_order():
     assert str(caught[0].message) == "from the first Also: from the second"
 
 
-@pytest.mark.parametrize("d", [1, 4])
-def test_mi_on_two_threads_equals_mi_on_one(d, monkeypatch):
-    # Two threads run the data's pass and the reference at once (alongside); the number must not move.
+@pytest.mark.parametrize("d, n", [(1, 600), (4, 600), (3, 10_500)])
+def test_mi_on_two_threads_equals_mi_on_one(d, n, monkeypatch):
+    # Two threads run the data's pass and the reference at once (alongside), or, at 3 vs 3 on the kd-tree
+    # path (SEQUENTIAL_MIN_JOINT_DIM), one after the other on both threads; the number must not move.
     rng = np.random.default_rng(d)
-    x = rng.standard_normal((600, d))
-    y = 0.6 * x + rng.standard_normal((600, d))
+    x = rng.standard_normal((n, d))
+    y = 0.6 * x + rng.standard_normal((n, d))
     one = mutual_information(x, y)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
     assert mutual_information(x, y) == one

@@ -6,11 +6,11 @@ import hashlib
 import math
 
 import numpy as np
-from scipy.special import digamma
+from scipy.special import chndtr, digamma
 
 from ._columns import centre, constant_columns, covariance
 from ._entropy import _entropy_nats, _plugin_mm, log_unit_ball_volume
-from ._neighbors import count_within, knn_distances, ksg_counts
+from ._neighbors import count_within, knn_distances, ksg_counts, ksg_tree_path, sampled_mi_counts
 from ._one_vs_one import one_vs_one_counts, scores_at, tie_free_order
 from ._reference import _gaussian_information, _plug_in_bias, tabulated_correction
 from ._threads import alongside, one_blas_thread, workers
@@ -46,6 +46,15 @@ EUCLIDEAN_MAX_JOINT_DIM = 12
 #: One replicate adds 26 % to the sd (sqrt(1 + (0.013 / 0.017)^2)); two would add 13 % but cost 1.5x the
 #: time (3 KSG runs instead of 2) -- less than what the same time spent on more samples buys, so one.
 REFERENCE_REPLICATES = 1
+#: The Gaussian reference's BI-KSG counts the neighbours of 1 point in this many where its k-NN search is a
+#: tree or a grid (there the counts cost about as much as the search); a control variate stands in for the
+#: others (``_sampled_bi_ksg``), adding a variance of about 0.01 * (REFERENCE_COUNT_SHARE - 1) / n nats^2
+#: (``benchmarks/reference_subsample.py``), against about 0.5 / n of the reference term itself
+#: (the estimators benchmark page, "The reference's counts sampled").
+REFERENCE_COUNT_SHARE = 8
+#: ... and there, from this joint dimension on, the data's pass and the reference's run one after the other on
+#: every thread, not at once on a share each (the estimators benchmark page, "The reference's counts sampled").
+SEQUENTIAL_MIN_JOINT_DIM = 6
 #: Resolution at which the prepared data seed the Gaussian reference (see ``_data_seed``).
 SEED_GRID = 2.0**-20
 #: Measured bias of the default call at high joint dimension, quoted by its warning (Gaussian data, one seed,
@@ -135,8 +144,11 @@ def mutual_information(x, y, method: str = "ksg", k: int = 3, base: float = math
     dependence stays biased towards 0). It costs a second KSG run, except at
     1 vs 1 dimensions with Euclidean balls and k = 3, where E[I_hat(G)] - I_G
     depends only on n and the correlation and is read from a table
-    (``_reference.CORRECTION``, standard error about 1e-3 nats). At high joint
-    dimension it overshoots (``HIGH_DIMENSION_BIAS``).
+    (``_reference.CORRECTION``, standard error about 1e-3 nats). Where the
+    reference's k-NN search is a tree or a grid, its marginal counts are taken
+    for a random 1 in ``REFERENCE_COUNT_SHARE`` of its points, with a control
+    variate for the others (``_sampled_bi_ksg``; unbiased, a little more
+    noise). At high joint dimension it overshoots (``HIGH_DIMENSION_BIAS``).
     ``correction=None, norm="max"`` is the classic, uncorrected estimator,
     biased towards 0 for strong dependence and high dimension.
 
@@ -314,10 +326,16 @@ def _estimate(blocks, names, method, k, correction, device, norm="max") -> float
     blocks = _shape_for(norm, blocks)
     if correction != "gaussian" or degenerate is not None:
         return _raw(blocks, method, k, device, norm)
-    # The data's KSG pass and the reference are independent: on two or more threads they run at once.
+    # The data's KSG pass and the reference are independent: on two or more threads they run at once, each on
+    # its share, unless the reference counts a sample of its points only (_sampled_bi_ksg) and the joint
+    # space is large enough (SEQUENTIAL_MIN_JOINT_DIM). Then the reference is the shorter of the two, and one
+    # after the other, each on every thread, is faster.
+    at_once = device is None and not (method == "ksg" and norm == "euclidean" and len(blocks) == 2
+                                      and total_d >= SEQUENTIAL_MIN_JOINT_DIM
+                                      and ksg_tree_path((n, total_d), "euclidean"))
     (value, raw_messages), (reference, reference_messages) = alongside(
         collecting(lambda: _raw(blocks, method, k, device, norm)),
-        collecting(lambda: _gaussian_reference(blocks, method, k, device, norm)), workers() if device is None else 1)
+        collecting(lambda: _gaussian_reference(blocks, method, k, device, norm)), workers() if at_once else 1)
     for message in raw_messages + reference_messages:  # the order of running them one after the other
         warn(message)
     return value + reference
@@ -420,7 +438,39 @@ def _reference_term(root, sizes, n, rng, method, k, device, norm) -> float:
     g = rng.standard_normal((n, len(root))) @ root.T
     plug_in = _gaussian_information(covariance(g), sizes)
     g_blocks = _shape_for(norm, _prepare(np.split(g, np.cumsum(sizes)[:-1], axis=1), ["g"] * len(sizes)))
-    return plug_in - _raw(g_blocks, method, k, device, norm) - _plug_in_bias(sizes, n)
+    estimate = None
+    if method == "ksg" and norm == "euclidean" and len(g_blocks) == 2 and device is None:
+        estimate = _sampled_bi_ksg(g_blocks, k, rng)
+    if estimate is None:
+        estimate = _raw(g_blocks, method, k, device, norm)
+    return plug_in - estimate - _plug_in_bias(sizes, n)
+
+
+def _sampled_bi_ksg(blocks, k, rng) -> float | None:
+    """BI-KSG of a prepared Gaussian reference sample, from the counts of a random 1 in ``REFERENCE_COUNT_SHARE``
+    of its points; None where the counts of all cost little beside the search (brute force).
+
+    BI-KSG needs the mean over all n points of t_i = log n_x(i) + log n_y(i). With
+    the radius eps_i of every point known, it is estimated as
+    mean_all(c) + mean_S(t - c) over a uniform random subset S, with the control
+    variate c_i = log P_x(B(x_i, eps_i)) + log P_y(B(y_i, eps_i)), P the standard
+    normal that the prepared reference's marginals follow (P(B) a noncentral
+    chi-square CDF). Unbiased over the draw of S whatever c is; c only makes the
+    variance small, since t - c is nearly constant (the counts of a ball are close
+    to n times its probability).
+    """
+    x, y = blocks
+    n = len(x)
+    sampled = np.zeros(n, dtype=bool)
+    sampled[rng.choice(n, -(-n // REFERENCE_COUNT_SHARE), replace=False)] = True
+    found = sampled_mi_counts(x, y, k, sampled)
+    if found is None:
+        return None
+    eps, n_x, n_y = found
+    tiny = np.finfo(np.float64).tiny  # P(B) underflows only far out in the tails; any finite c is unbiased
+    control = sum(np.log(np.maximum(chndtr(eps**2, b.shape[1], np.einsum("ij,ij->i", b, b)), tiny)) for b in blocks)
+    mean_log_counts = control.mean() + (np.log(n_x[sampled]) + np.log(n_y[sampled]) - control[sampled]).mean()
+    return _bi_ksg_from(n, [x.shape[1], y.shape[1]], k, float(mean_log_counts))
 
 
 def _data_seed(joint: np.ndarray) -> int:
@@ -473,8 +523,13 @@ def _bi_ksg(blocks, k, device) -> float:
 
 
 def _bi_ksg_value(n: int, dims: list[int], k: int, n_x: np.ndarray, n_y: np.ndarray) -> float:
+    return _bi_ksg_from(n, dims, k, float(np.log(n_x).mean() + np.log(n_y).mean()))
+
+
+def _bi_ksg_from(n: int, dims: list[int], k: int, mean_log_counts: float) -> float:
+    """BI-KSG from <log n_x + log n_y>."""
     volumes = log_unit_ball_volume(dims[0]) + log_unit_ball_volume(dims[1]) - log_unit_ball_volume(sum(dims))
-    return float(digamma(k) + math.log(n) + volumes - np.log(n_x).mean() - np.log(n_y).mean())
+    return float(digamma(k) + math.log(n) + volumes - mean_log_counts)
 
 
 def _binned_joint_entropy(blocks):

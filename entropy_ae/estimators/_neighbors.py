@@ -222,20 +222,11 @@ def ksg_counts(blocks: list[np.ndarray], subsets: list[tuple[int, ...]], k: int,
     if metric not in _P:
         raise ValueError(f"metric must be one of {tuple(_P)}; got {metric!r}.")
     joint = np.hstack(blocks)
-    n, d = joint.shape
-    dev = _torch_device(n, d, device, KSG_TREE_MAX_DIM_LARGE_N if n >= KSG_LARGE_N else KSG_TREE_MAX_DIM)
-    if dev is None and n <= (KSG_BRUTE_MAX_N if metric == "euclidean" else KSG_BRUTE_MAX_N_MAX_NORM).get(d, 0):
-        dev = torch.device("cpu")  # the compiled brute force below
-    inflate = 1.0 if metric == "chebyshev" else EUCLIDEAN_INFLATE
-    if dev is None and d == 2 and sweeps(n, k):
-        eps = sweep_knn(joint, k, metric == "euclidean", workers())[:, -1] * inflate
-        return [count_within(np.hstack([blocks[p] for p in parts]), eps, metric) for parts in subsets]
-    if dev is None and d <= GRID_KNN_MAX_DIM and n >= GRID_KNN_MIN_N:
-        eps = grid_knn(joint, k, metric == "euclidean", workers())[:, -1] * inflate
-        return [count_within(np.hstack([blocks[p] for p in parts]), eps, metric) for parts in subsets]
+    dev = _ksg_device(joint.shape, device, metric)
     if dev is None:
-        eps = knn_distances(joint, k, metric)[:, -1] * inflate
+        eps = _tree_radius(joint, k, metric)
         return [count_within(np.hstack([blocks[p] for p in parts]), eps, metric) for parts in subsets]
+    inflate = 1.0 if metric == "chebyshev" else EUCLIDEAN_INFLATE
     if device is None and dev.type == "cpu" and len(blocks) == 2 and [tuple(p) for p in subsets] == [(0,), (1,)]:
         return list(mi_counts_brute(blocks[0], blocks[1], k, metric == "euclidean", workers()))  # MI, float32
     if device is None and dev.type == "cpu":
@@ -243,6 +234,49 @@ def ksg_counts(blocks: list[np.ndarray], subsets: list[tuple[int, ...]], k: int,
         shrink = (inflate * STRICT_SHRINK) ** (2 if metric == "euclidean" else 1)
         return ksg_counts_brute(blocks, subsets, k, metric == "euclidean", shrink, workers())
     return _ksg_counts_brute(blocks, subsets, k, dev, metric, inflate)
+
+
+def sampled_mi_counts(x: np.ndarray, y: np.ndarray, k: int, sampled: np.ndarray,
+                      metric: str = "euclidean") -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(eps, n_x, n_y) of :func:`ksg_counts` for two variables with the counts of the points where
+    ``sampled`` is True only (0 elsewhere), and eps of every point; None where ``ksg_counts`` takes brute
+    force, whose counts cost little beside its search. Counts left out cost nothing: a radius of 0
+    counts nothing."""
+    joint = np.hstack([x, y])
+    if not ksg_tree_path(joint.shape, metric):
+        return None
+    eps = _tree_radius(joint, k, metric)
+    radius = np.where(sampled, eps, 0.0)
+    return eps, count_within(x, radius, metric), count_within(y, radius, metric)
+
+
+def ksg_tree_path(shape: tuple[int, int], metric: str) -> bool:
+    """Whether :func:`ksg_counts` (on the CPU, ``device=None``) searches a joint space of ``shape`` (n, d) by a
+    tree or a grid, not by brute force."""
+    return _ksg_device(shape, None, metric) is None
+
+
+def _ksg_device(shape: tuple[int, int], device: str | None, metric: str) -> torch.device | None:
+    """The torch device of the one-pass brute force of :func:`ksg_counts`, or None for the tree path."""
+    n, d = shape
+    dev = _torch_device(n, d, device, KSG_TREE_MAX_DIM_LARGE_N if n >= KSG_LARGE_N else KSG_TREE_MAX_DIM)
+    if dev is None and n <= (KSG_BRUTE_MAX_N if metric == "euclidean" else KSG_BRUTE_MAX_N_MAX_NORM).get(d, 0):
+        dev = torch.device("cpu")  # the compiled brute force
+    return dev
+
+
+def _tree_radius(joint: np.ndarray, k: int, metric: str) -> np.ndarray:
+    """eps_i of the tree path of :func:`ksg_counts`: the joint k-NN distance (a sorted sweep or a grid in 2-D,
+    a grid in low dimension, else the kd-tree), widened by ``EUCLIDEAN_INFLATE`` if Euclidean."""
+    n, d = joint.shape
+    euclidean = metric == "euclidean"
+    if d == 2 and sweeps(n, k):
+        eps = sweep_knn(joint, k, euclidean, workers())[:, -1]
+    elif d <= GRID_KNN_MAX_DIM and n >= GRID_KNN_MIN_N:
+        eps = grid_knn(joint, k, euclidean, workers())[:, -1]
+    else:
+        eps = knn_distances(joint, k, metric)[:, -1]
+    return eps * (EUCLIDEAN_INFLATE if euclidean else 1.0)
 
 
 def _ksg_counts_brute(blocks, subsets, k, dev, metric, inflate) -> list[np.ndarray]:

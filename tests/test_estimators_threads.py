@@ -100,6 +100,21 @@ def test_mi_on_two_threads_equals_mi_on_one(d, n, monkeypatch):
     assert mutual_information(x, y, correction=None) == mutual_information(x, y, correction=None)
 
 
+@pytest.mark.parametrize("method, norm, n_blocks, shape, device, want", [
+    ("ksg", "euclidean", 2, (10_001, 6), None, False),   # tree path from SEQUENTIAL_MIN_JOINT_DIM: one after the other
+    ("ksg", "euclidean", 2, (100_000, 4), None, True),   # tree path below it
+    ("ksg", "euclidean", 2, (10_000, 6), None, True),    # the brute force (KSG_BRUTE_MAX_N[6])
+    ("ksg", "max", 2, (100_000, 8), None, True),         # max-norm: the reference counts all its points
+    ("ksg", "euclidean", 3, (100_000, 9), None, True),   # CMI
+    ("kde", "max", 2, (1_000, 8), None, True),
+    ("ksg", "euclidean", 2, (1_000, 8), "cpu", False),   # a torch device: one after the other, as before
+])
+def test_passes_run_at_once_except_where_the_reference_is_the_shorter_part(method, norm, n_blocks, shape, device,
+                                                                          want, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert _mutual_info._passes_at_once(method, norm, n_blocks, shape, device) is want
+
+
 @pytest.mark.skipif(not HAS_BLAS, reason="threadpoolctl finds no BLAS library in this numpy build")
 def test_blas_runs_on_one_thread_during_a_call_and_is_restored():
     controller = ThreadpoolController()

@@ -53,7 +53,8 @@ REFERENCE_REPLICATES = 1
 #: (the estimators benchmark page, "The reference's counts sampled").
 REFERENCE_COUNT_SHARE = 8
 #: ... and there, from this joint dimension on, the data's pass and the reference's run one after the other on
-#: every thread, not at once on a share each (the estimators benchmark page, "The reference's counts sampled").
+#: every thread, not at once on a share each (``benchmarks/pass_order.py``; the estimators benchmark page,
+#: "The reference's counts sampled").
 SEQUENTIAL_MIN_JOINT_DIM = 6
 #: Resolution at which the prepared data seed the Gaussian reference (see ``_data_seed``).
 SEED_GRID = 2.0**-20
@@ -326,19 +327,26 @@ def _estimate(blocks, names, method, k, correction, device, norm="max") -> float
     blocks = _shape_for(norm, blocks)
     if correction != "gaussian" or degenerate is not None:
         return _raw(blocks, method, k, device, norm)
-    # The data's KSG pass and the reference are independent: on two or more threads they run at once, each on
-    # its share, unless the reference counts a sample of its points only (_sampled_bi_ksg) and the joint
-    # space is large enough (SEQUENTIAL_MIN_JOINT_DIM). Then the reference is the shorter of the two, and one
-    # after the other, each on every thread, is faster.
-    at_once = device is None and not (method == "ksg" and norm == "euclidean" and len(blocks) == 2
-                                      and total_d >= SEQUENTIAL_MIN_JOINT_DIM
-                                      and ksg_tree_path((n, total_d), "euclidean"))
+    at_once = _passes_at_once(method, norm, len(blocks), (n, total_d), device)
     (value, raw_messages), (reference, reference_messages) = alongside(
         collecting(lambda: _raw(blocks, method, k, device, norm)),
         collecting(lambda: _gaussian_reference(blocks, method, k, device, norm)), workers() if at_once else 1)
     for message in raw_messages + reference_messages:  # the order of running them one after the other
         warn(message)
     return value + reference
+
+
+def _passes_at_once(method: str, norm: str, n_blocks: int, shape: tuple[int, int], device) -> bool:
+    """Whether the data's KSG pass and the reference's, independent, run at once (each on its share of the
+    threads) rather than one after the other (each on all of them).
+
+    At once on the CPU, except for two-variable BI-KSG on the tree path (where the reference counts a
+    sample of its points, ``_sampled_bi_ksg``, and is the shorter part) from ``SEQUENTIAL_MIN_JOINT_DIM`` on.
+    """
+    if device is not None:
+        return False
+    return not (method == "ksg" and norm == "euclidean" and n_blocks == 2
+                and shape[1] >= SEQUENTIAL_MIN_JOINT_DIM and ksg_tree_path(shape, "euclidean"))
 
 
 def _one_vs_one(blocks, k, correction) -> float | None:

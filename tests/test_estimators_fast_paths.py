@@ -84,7 +84,7 @@ def prepared_reference(n, d, seed):
     return mi_module._shape_for("euclidean", mi_module._prepare([x, y], ["x", "y"]))
 
 
-def test_sampled_counts_are_the_full_counts_where_sampled_and_none_on_the_brute_path():
+def test_sampled_counts_are_the_full_counts_where_sampled():
     x, y = prepared_reference(6000, 2, 0)  # D = 4, n above KSG_BRUTE_MAX_N[4]: the kd-tree
     sampled = np.random.default_rng(1).random(6000) < 0.2
     eps, n_x, n_y = sampled_mi_counts(x, y, 3, sampled)
@@ -94,7 +94,17 @@ def test_sampled_counts_are_the_full_counts_where_sampled_and_none_on_the_brute_
     np.testing.assert_array_equal(n_x[sampled], full[0][sampled])
     np.testing.assert_array_equal(n_y[sampled], full[1][sampled])
     assert ksg_tree_path((6000, 4), "euclidean") and not ksg_tree_path((3000, 4), "euclidean")
-    assert sampled_mi_counts(x[:3000], y[:3000], 3, sampled[:3000]) is None  # brute force: counts all
+
+
+def test_reference_counts_a_sample_on_the_tree_path_only(monkeypatch):
+    calls = []
+    original = mi_module._sampled_bi_ksg
+    monkeypatch.setattr(mi_module, "_sampled_bi_ksg", lambda *a: calls.append(len(a[0][0])) or original(*a))
+    mutual_information(*gaussian_pair(3000, 2, 1.0, 0))  # D = 4, n <= KSG_BRUTE_MAX_N[4]: all points counted
+    mutual_information(*gaussian_pair(3000, 2, 1.0, 0), norm="max")  # max-norm boxes: all points counted
+    assert calls == []
+    mutual_information(*gaussian_pair(6000, 2, 1.0, 0))
+    assert calls == [6000]
 
 
 def test_sampled_reference_with_every_point_counted_is_bi_ksg(monkeypatch):

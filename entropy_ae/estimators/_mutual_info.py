@@ -446,17 +446,18 @@ def _reference_term(root, sizes, n, rng, method, k, device, norm) -> float:
     g = rng.standard_normal((n, len(root))) @ root.T
     plug_in = _gaussian_information(covariance(g), sizes)
     g_blocks = _shape_for(norm, _prepare(np.split(g, np.cumsum(sizes)[:-1], axis=1), ["g"] * len(sizes)))
-    estimate = None
-    if method == "ksg" and norm == "euclidean" and len(g_blocks) == 2 and device is None:
+    joint_dim = sum(b.shape[1] for b in g_blocks)
+    if (method == "ksg" and norm == "euclidean" and len(g_blocks) == 2 and device is None
+            and ksg_tree_path((n, joint_dim), "euclidean")):  # on the brute force the counts cost little
         estimate = _sampled_bi_ksg(g_blocks, k, rng)
-    if estimate is None:
+    else:
         estimate = _raw(g_blocks, method, k, device, norm)
     return plug_in - estimate - _plug_in_bias(sizes, n)
 
 
-def _sampled_bi_ksg(blocks, k, rng) -> float | None:
+def _sampled_bi_ksg(blocks, k, rng) -> float:
     """BI-KSG of a prepared Gaussian reference sample, from the counts of a random 1 in ``REFERENCE_COUNT_SHARE``
-    of its points; None where the counts of all cost little beside the search (brute force).
+    of its points (and the k-NN radii of all).
 
     BI-KSG needs the mean over all n points of t_i = log n_x(i) + log n_y(i). With
     the radius eps_i of every point known, it is estimated as
@@ -471,10 +472,7 @@ def _sampled_bi_ksg(blocks, k, rng) -> float | None:
     n = len(x)
     sampled = np.zeros(n, dtype=bool)
     sampled[rng.choice(n, -(-n // REFERENCE_COUNT_SHARE), replace=False)] = True
-    found = sampled_mi_counts(x, y, k, sampled)
-    if found is None:
-        return None
-    eps, n_x, n_y = found
+    eps, n_x, n_y = sampled_mi_counts(x, y, k, sampled)
     tiny = np.finfo(np.float64).tiny  # P(B) underflows only far out in the tails; any finite c is unbiased
     control = sum(np.log(np.maximum(chndtr(eps**2, b.shape[1], np.einsum("ij,ij->i", b, b)), tiny)) for b in blocks)
     mean_log_counts = control.mean() + (np.log(n_x[sampled]) + np.log(n_y[sampled]) - control[sampled]).mean()

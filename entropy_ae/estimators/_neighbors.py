@@ -237,14 +237,12 @@ def ksg_counts(blocks: list[np.ndarray], subsets: list[tuple[int, ...]], k: int,
 
 
 def sampled_mi_counts(x: np.ndarray, y: np.ndarray, k: int, sampled: np.ndarray,
-                      metric: str = "euclidean") -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """(eps, n_x, n_y) of :func:`ksg_counts` for two variables with the counts of the points where
-    ``sampled`` is True only (0 elsewhere), and eps of every point; None where ``ksg_counts`` takes brute
-    force, whose counts cost little beside its search. Counts left out cost nothing: a radius of 0
-    counts nothing."""
+                      metric: str = "euclidean") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(eps, n_x, n_y) of the tree path of :func:`ksg_counts` for two variables, with the counts of the
+    points where ``sampled`` is True only (0 elsewhere) and eps of every point. Counts left out cost
+    nothing: a radius of 0 counts nothing. Meant for the tree path (:func:`ksg_tree_path`): on the
+    brute force the counts come with the search at little extra cost."""
     joint = np.hstack([x, y])
-    if not ksg_tree_path(joint.shape, metric):
-        return None
     eps = _tree_radius(joint, k, metric)
     radius = np.where(sampled, eps, 0.0)
     return eps, count_within(x, radius, metric), count_within(y, radius, metric)

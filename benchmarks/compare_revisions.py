@@ -32,10 +32,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 #: (d per variable, n) cells: the small and middle cells of the speed grid, and cells just above the crossovers
 #: of ``_neighbors.KSG_BRUTE_MAX_N`` (2 vs 2 at 4000, 4 vs 4 at 40000), where trees and the single-precision
-#: brute force take turns; 3 vs 3 at 12000 and 4 vs 4 at 50000 are on the tree path, where the reference
-#: counts a sample of its points (``_mutual_info.REFERENCE_COUNT_SHARE``).
-CELLS = [(1, 1000), (1, 10000), (2, 4000), (3, 12000), (4, 1000), (4, 10000), (4, 30000), (4, 40000), (4, 50000),
-         (16, 1000), (16, 3000)]
+#: brute force take turns; 2 vs 2 at 30000, 3 vs 3 at 20000 and 4 vs 4 at 50000 are on the tree path with
+#: n >= ``_mutual_info.REFERENCE_SAMPLING_MIN_N``, where the reference counts a sample of its points.
+CELLS = [(1, 1000), (1, 10000), (2, 4000), (2, 30000), (3, 20000), (4, 1000), (4, 10000), (4, 30000), (4, 40000),
+         (4, 50000), (16, 1000), (16, 3000)]
 
 
 def worker(root: str, seeds: int, threads: int) -> None:

@@ -35,7 +35,8 @@ from entropy_ae.estimators._neighbors import EUCLIDEAN_INFLATE, count_within, kn
 from entropy_ae.estimators._mutual_info import _prepare, _shape_for  # noqa: E402
 
 #: (d per variable, n, I of the Gaussian pair in nats).
-CASES = ((4, 10_000, 1.0), (4, 30_000, 1.0), (4, 100_000, 1.0), (4, 30_000, 3.0), (2, 30_000, 1.0))
+CASES = ((4, 10_000, 1.0), (4, 30_000, 1.0), (4, 100_000, 1.0), (4, 30_000, 3.0), (2, 30_000, 1.0),
+         (1, 200, 1.0), (1, 1_000, 1.0), (2, 1_000, 1.0), (2, 4_000, 1.0), (2, 10_000, 1.0))
 K = 3
 
 

@@ -96,15 +96,18 @@ def test_sampled_counts_are_the_full_counts_where_sampled():
     assert ksg_tree_path((6000, 4), "euclidean") and not ksg_tree_path((3000, 4), "euclidean")
 
 
-def test_reference_counts_a_sample_on_the_tree_path_only(monkeypatch):
+def test_reference_counts_a_sample_on_the_tree_path_of_large_samples_only(monkeypatch):
     calls = []
     original = mi_module._sampled_bi_ksg
     monkeypatch.setattr(mi_module, "_sampled_bi_ksg", lambda *a: calls.append(len(a[0][0])) or original(*a))
-    mutual_information(*gaussian_pair(3000, 2, 1.0, 0))  # D = 4, n <= KSG_BRUTE_MAX_N[4]: all points counted
-    mutual_information(*gaussian_pair(3000, 2, 1.0, 0), norm="max")  # max-norm boxes: all points counted
+    large = mi_module.REFERENCE_SAMPLING_MIN_N
+    x, y = gaussian_pair(large, 2, 1.0, 0)
+    mutual_information(x[1:], y[1:])  # D = 4 on the kd-tree, but a small sample
+    mutual_information(x, y, norm="max")  # max-norm boxes: all points counted
     assert calls == []
-    mutual_information(*gaussian_pair(6000, 2, 1.0, 0))
-    assert calls == [6000]
+    assert not mi_module._samples_reference("ksg", "euclidean", 2, (large, 4), "cpu")  # a torch device: brute force
+    mutual_information(x, y)
+    assert calls == [large]
 
 
 def test_sampled_reference_with_every_point_counted_is_bi_ksg(monkeypatch):

@@ -87,7 +87,7 @@ def test_warnings_of_both_parts_reach_the_one_warning_in_calling_order():
     assert str(caught[0].message) == "from the first Also: from the second"
 
 
-@pytest.mark.parametrize("d, n", [(1, 600), (4, 600), (3, 10_500)])
+@pytest.mark.parametrize("d, n", [(1, 600), (4, 600), (3, 20_000)])
 def test_mi_on_two_threads_equals_mi_on_one(d, n, monkeypatch):
     # Two threads run the data's pass and the reference at once (alongside), or, at 3 vs 3 on the kd-tree
     # path (SEQUENTIAL_MIN_JOINT_DIM), one after the other on both threads; the number must not move.
@@ -101,8 +101,9 @@ def test_mi_on_two_threads_equals_mi_on_one(d, n, monkeypatch):
 
 
 @pytest.mark.parametrize("method, norm, n_blocks, shape, device, want", [
-    ("ksg", "euclidean", 2, (10_001, 6), None, False),   # tree path from SEQUENTIAL_MIN_JOINT_DIM: one after the other
-    ("ksg", "euclidean", 2, (100_000, 4), None, True),   # tree path below it
+    ("ksg", "euclidean", 2, (20_000, 6), None, False),   # sampled reference, SEQUENTIAL_MIN_JOINT_DIM: one after
+    ("ksg", "euclidean", 2, (100_000, 4), None, True),   # ... the other; below that joint dimension at once
+    ("ksg", "euclidean", 2, (19_999, 6), None, True),    # below REFERENCE_SAMPLING_MIN_N: every point counted
     ("ksg", "euclidean", 2, (10_000, 6), None, True),    # the brute force (KSG_BRUTE_MAX_N[6])
     ("ksg", "max", 2, (100_000, 8), None, True),         # max-norm: the reference counts all its points
     ("ksg", "euclidean", 3, (100_000, 9), None, True),   # CMI

@@ -52,6 +52,9 @@ REFERENCE_REPLICATES = 1
 #: (``benchmarks/reference_subsample.py``), against about 0.5 / n of the reference term itself
 #: (the estimators benchmark page, "The reference's counts sampled").
 REFERENCE_COUNT_SHARE = 8
+#: ... from this many points on. Below, all are counted: the call takes milliseconds there, and the residual's
+#: variance grows as n falls (0.02 at 2 vs 2, n = 4000), so the sampling would cost more accuracy for less time.
+REFERENCE_SAMPLING_MIN_N = 20_000
 #: ... and there, from this joint dimension on, the data's pass and the reference's run one after the other on
 #: every thread, not at once on a share each (``benchmarks/pass_order.py``; the estimators benchmark page,
 #: "The reference's counts sampled").
@@ -340,13 +343,20 @@ def _passes_at_once(method: str, norm: str, n_blocks: int, shape: tuple[int, int
     """Whether the data's KSG pass and the reference's, independent, run at once (each on its share of the
     threads) rather than one after the other (each on all of them).
 
-    At once on the CPU, except for two-variable BI-KSG on the tree path (where the reference counts a
-    sample of its points, ``_sampled_bi_ksg``, and is the shorter part) from ``SEQUENTIAL_MIN_JOINT_DIM`` on.
+    At once on the CPU, except where the reference counts a sample of its points (and is the shorter
+    part) from ``SEQUENTIAL_MIN_JOINT_DIM`` on.
     """
     if device is not None:
         return False
-    return not (method == "ksg" and norm == "euclidean" and n_blocks == 2
-                and shape[1] >= SEQUENTIAL_MIN_JOINT_DIM and ksg_tree_path(shape, "euclidean"))
+    return not (_samples_reference(method, norm, n_blocks, shape, device) and shape[1] >= SEQUENTIAL_MIN_JOINT_DIM)
+
+
+def _samples_reference(method: str, norm: str, n_blocks: int, shape: tuple[int, int], device) -> bool:
+    """Whether the Gaussian reference of prepared data of ``shape`` (n, D) counts the neighbours of a sample
+    of its points (``_sampled_bi_ksg``): two-variable BI-KSG on the CPU's tree path, where the counts cost
+    about as much as the search, from ``REFERENCE_SAMPLING_MIN_N`` points on."""
+    return (method == "ksg" and norm == "euclidean" and n_blocks == 2 and device is None
+            and shape[0] >= REFERENCE_SAMPLING_MIN_N and ksg_tree_path(shape, "euclidean"))
 
 
 def _one_vs_one(blocks, k, correction) -> float | None:
@@ -446,9 +456,7 @@ def _reference_term(root, sizes, n, rng, method, k, device, norm) -> float:
     g = rng.standard_normal((n, len(root))) @ root.T
     plug_in = _gaussian_information(covariance(g), sizes)
     g_blocks = _shape_for(norm, _prepare(np.split(g, np.cumsum(sizes)[:-1], axis=1), ["g"] * len(sizes)))
-    joint_dim = sum(b.shape[1] for b in g_blocks)
-    if (method == "ksg" and norm == "euclidean" and len(g_blocks) == 2 and device is None
-            and ksg_tree_path((n, joint_dim), "euclidean")):  # on the brute force the counts cost little
+    if _samples_reference(method, norm, len(g_blocks), (n, sum(b.shape[1] for b in g_blocks)), device):
         estimate = _sampled_bi_ksg(g_blocks, k, rng)
     else:
         estimate = _raw(g_blocks, method, k, device, norm)

@@ -149,10 +149,10 @@ def mutual_information(x, y, method: str = "ksg", k: int = 3, base: float = math
     1 vs 1 dimensions with Euclidean balls and k = 3, where E[I_hat(G)] - I_G
     depends only on n and the correlation and is read from a table
     (``_reference.CORRECTION``, standard error about 1e-3 nats). Where the
-    reference's k-NN search is a tree or a grid, its marginal counts are taken
-    for a random 1 in ``REFERENCE_COUNT_SHARE`` of its points, with a control
-    variate for the others (``_sampled_bi_ksg``; unbiased, a little more
-    noise). At high joint dimension it overshoots (``HIGH_DIMENSION_BIAS``).
+    reference's k-NN search is a tree or a grid and n is at least
+    ``REFERENCE_SAMPLING_MIN_N``, its marginal counts are taken for a random 1
+    in ``REFERENCE_COUNT_SHARE`` of its points, with a control variate for the
+    others (``_sampled_bi_ksg``; unbiased, a little more noise). At high joint dimension it overshoots (``HIGH_DIMENSION_BIAS``).
     ``correction=None, norm="max"`` is the classic, uncorrected estimator,
     biased towards 0 for strong dependence and high dimension.
 

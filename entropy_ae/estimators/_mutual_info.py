@@ -152,7 +152,8 @@ def mutual_information(x, y, method: str = "ksg", k: int = 3, base: float = math
     reference's k-NN search is a tree or a grid and n is at least
     ``REFERENCE_SAMPLING_MIN_N``, its marginal counts are taken for a random 1
     in ``REFERENCE_COUNT_SHARE`` of its points, with a control variate for the
-    others (``_sampled_bi_ksg``; unbiased, a little more noise). At high joint dimension it overshoots (``HIGH_DIMENSION_BIAS``).
+    others (``_sampled_bi_ksg``; unbiased, a little more noise). At high joint
+    dimension it overshoots (``HIGH_DIMENSION_BIAS``).
     ``correction=None, norm="max"`` is the classic, uncorrected estimator,
     biased towards 0 for strong dependence and high dimension.
 

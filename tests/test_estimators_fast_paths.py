@@ -15,7 +15,8 @@ import entropy_ae.estimators._mutual_info as mi_module
 from entropy_ae.estimators import EstimatorWarning, entropy, mutual_information
 from entropy_ae.estimators._grid_knn import grid_knn, sweep_knn
 from entropy_ae.estimators._kernels import ksg_counts_brute
-from entropy_ae.estimators._neighbors import count_within, knn_distances, ksg_counts, ksg_tree_path, sampled_mi_counts
+from entropy_ae.estimators._neighbors import (EUCLIDEAN_INFLATE, count_within, knn_distances, ksg_counts, ksg_tree_path,
+                                              sampled_mi_counts)
 from entropy_ae.estimators._reference import INFO, LOG2_N, STDERR, direct_terms, tabulated_correction
 from entropy_ae.estimators._ties import rounding_ties
 
@@ -89,7 +90,7 @@ def test_sampled_counts_are_the_full_counts_where_sampled():
     sampled = np.random.default_rng(1).random(6000) < 0.2
     eps, n_x, n_y = sampled_mi_counts(x, y, 3, sampled)
     full = ksg_counts([x, y], [(0,), (1,)], 3, metric="euclidean")
-    want = knn_distances(np.hstack([x, y]), 3, "euclidean")[:, -1] * (1.0 + 2e-9)
+    want = knn_distances(np.hstack([x, y]), 3, "euclidean")[:, -1] * EUCLIDEAN_INFLATE
     np.testing.assert_array_equal(eps, want)
     np.testing.assert_array_equal(n_x[sampled], full[0][sampled])
     np.testing.assert_array_equal(n_y[sampled], full[1][sampled])

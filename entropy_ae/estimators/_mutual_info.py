@@ -482,10 +482,16 @@ def _sampled_bi_ksg(blocks, k, rng) -> float:
     sampled = np.zeros(n, dtype=bool)
     sampled[rng.choice(n, -(-n // REFERENCE_COUNT_SHARE), replace=False)] = True
     eps, n_x, n_y = sampled_mi_counts(x, y, k, sampled)
-    tiny = np.finfo(np.float64).tiny  # P(B) underflows only far out in the tails; any finite c is unbiased
-    control = sum(np.log(np.maximum(chndtr(eps**2, b.shape[1], np.einsum("ij,ij->i", b, b)), tiny)) for b in blocks)
+    control = ball_log_probabilities(blocks, eps)
     mean_log_counts = control.mean() + (np.log(n_x[sampled]) + np.log(n_y[sampled]) - control[sampled]).mean()
     return _bi_ksg_from(n, [x.shape[1], y.shape[1]], k, float(mean_log_counts))
+
+
+def ball_log_probabilities(blocks: list[np.ndarray], eps: np.ndarray) -> np.ndarray:
+    """sum over the blocks b of log P(B(b_i, eps_i)), P the standard normal of b's dimension: the control
+    variate of ``_sampled_bi_ksg`` (the probability of a ball is a noncentral chi-square CDF)."""
+    tiny = np.finfo(np.float64).tiny  # P(B) underflows only far out in the tails; any finite c is unbiased
+    return sum(np.log(np.maximum(chndtr(eps**2, b.shape[1], np.einsum("ij,ij->i", b, b)), tiny)) for b in blocks)
 
 
 def _data_seed(joint: np.ndarray) -> int:
